@@ -1,0 +1,57 @@
+"""Wan Studio's engine: everything that touches torch and diffusers. Never imports gradio."""
+
+from .catalog import ModelSpec, builtin_specs, resolve_spec
+from .engine import APP_VERSION, Engine, ModelState, request_from_settings
+from .errors import ModelLoadError, OutputError, RequestError, StudioError
+from .events import (
+    TERMINAL,
+    Cancelled,
+    Decoding,
+    Done,
+    Event,
+    Failed,
+    Frames,
+    Loading,
+    Notice,
+    Preview,
+    Queued,
+    Ready,
+    Step,
+)
+from .jobs import Job
+from .memory import MODES as MEMORY_MODES
+from .output import read_settings
+from .request import GenerationRequest, ValidRequest, validate
+
+__all__ = [
+    "APP_VERSION",
+    "MEMORY_MODES",
+    "TERMINAL",
+    "Cancelled",
+    "Decoding",
+    "Done",
+    "Engine",
+    "Event",
+    "Failed",
+    "Frames",
+    "GenerationRequest",
+    "Job",
+    "Loading",
+    "ModelLoadError",
+    "ModelSpec",
+    "ModelState",
+    "Notice",
+    "OutputError",
+    "Preview",
+    "Queued",
+    "Ready",
+    "RequestError",
+    "Step",
+    "StudioError",
+    "ValidRequest",
+    "builtin_specs",
+    "read_settings",
+    "request_from_settings",
+    "resolve_spec",
+    "validate",
+]

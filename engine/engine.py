@@ -1,0 +1,507 @@
+"""The Engine: one worker thread runs jobs in submission order; each job streams typed events back.
+
+A generation runs in fixed stages: load (if needed), prepare, denoise (the diffusers pipeline itself, with a step
+callback for progress, previews, cancel and the MoE expert switch), streaming decode into the MP4, finish.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import events as ev
+from .catalog import ModelSpec, resolve_spec
+from .decode import denormalize, stream_decode
+from .errors import ModelLoadError, OutputError, RequestError, StudioError
+from .jobs import Job
+from .loading import load_pipeline
+from .memory import ExpertSwitch, MemoryPlan, apply_memory, component_bytes, decode_needs_tiling, free_vram, plan_memory
+from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug
+from .preview import denoised_estimate, latents_to_rgb
+from .request import GenerationRequest, validate
+
+log = logging.getLogger("wan_studio.engine")
+APP_VERSION = "0.1.0"
+_CALLBACK_TENSORS = ["latent_model_input", "noise_pred"]
+
+
+@dataclass(frozen=True)
+class ModelState:
+    model: str
+    label: str
+    state: str  # "not loaded", "loading", "ready", "failed"
+    message: str  # progress or failure reason
+    memory: str  # chosen memory mode (after loading) or the requested one
+    memory_reason: str
+    device: str
+    tiny: bool
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class Engine:
+    """UI-agnostic core. Build it, submit requests, read each job's events.
+
+    Loading happens on the worker, lazily on the first job or through load_model(); nothing heavy happens here.
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny-ti2v",
+        memory: str = "auto",
+        outputs: str | Path = "outputs",
+        device: str | None = None,
+        preview_every: int = 1,
+        revision: str | None = None,
+    ):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.memory_requested = memory
+        plan_memory(memory, torch.device("cpu"), {}, None, False)  # refuses an unknown mode at once
+        self.outputs = Path(outputs)
+        self.preview_every = max(0, int(preview_every))
+        self.fault_injector: Callable[[str], None] | None = None  # test seam: called at each stage with its name
+        self._model_name = model
+        self._revision = revision
+        self._spec: ModelSpec | None = None
+        self._spec_error: ModelLoadError | None = None
+        self._pipe = None
+        self._i2v_view = None
+        self._plan: MemoryPlan | None = None
+        self._switch: ExpertSwitch | None = None
+        self._state = "not loaded"
+        self._state_message = ""
+        self._lock = threading.Condition()
+        self._pending: deque[Job] = deque()
+        self._running: Job | None = None
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="wan-studio-worker", daemon=True)
+        self._worker.start()
+
+    # ----- public API -----------------------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The current model's spec (read from the catalog or its model_index.json). Raises ModelLoadError."""
+        if self._spec is None:
+            try:
+                self._spec = resolve_spec(self._model_name, self._revision)
+            except ModelLoadError as exc:
+                raise exc.for_model(self._model_name) from None
+        return self._spec
+
+    def state(self) -> ModelState:
+        try:
+            spec = self.spec
+            label, tiny = spec.label, spec.tiny
+        except ModelLoadError as exc:
+            return ModelState(self._model_name, self._model_name, "failed", str(exc), self.memory_requested, "",
+                              self.device_name(), False)
+        plan = self._plan
+        return ModelState(
+            model=spec.id,
+            label=label,
+            state=self._state,
+            message=self._state_message,
+            memory=plan.mode if plan else self.memory_requested,
+            memory_reason=plan.reason if plan else "",
+            device=self.device_name(),
+            tiny=tiny,
+        )
+
+    def device_name(self) -> str:
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            return f"{torch.cuda.get_device_name(self.device)} ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free)"
+        return "CPU"
+
+    def submit(self, request: GenerationRequest) -> Job:
+        """Validate now (raises RequestError, ModelLoadError or OutputError) and queue the job."""
+        valid = validate(request, self.spec)
+        check_outputs_dir(self.outputs)
+        return self._enqueue(Job("generate", valid))
+
+    def load_model(self, model: str | None = None, memory: str | None = None) -> Job:
+        """Queue a (re)load: switching frees the old model before the new one loads. Ends with Ready or Failed."""
+        job = Job("load")
+        job.target = (model, memory)
+        return self._enqueue(job)
+
+    def queue_length(self) -> int:
+        with self._lock:
+            return len(self._pending) + (1 if self._running else 0)
+
+    def shutdown(self, timeout: float | None = 10) -> None:
+        with self._lock:
+            self._closed = True
+            for job in self._pending:
+                job.emit(ev.Cancelled(job.id, "The studio is shutting down."))
+            self._pending.clear()
+            if self._running:
+                self._running.cancel()
+            self._lock.notify_all()
+        self._worker.join(timeout)
+
+    # ----- queue ----------------------------------------------------------------------------------------------
+
+    def _enqueue(self, job: Job) -> Job:
+        with self._lock:
+            if self._closed:
+                raise StudioError("The engine has shut down.")
+            ahead = len(self._pending) + (1 if self._running else 0)
+            self._pending.append(job)
+            job.emit(ev.Queued(job.id, ahead))
+            self._lock.notify_all()
+        return job
+
+    def _next_job(self) -> Job | None:
+        with self._lock:
+            while True:
+                # a queued job that was cancelled is removed, not run
+                for job in [j for j in self._pending if j.cancel_requested]:
+                    self._pending.remove(job)
+                    job.emit(ev.Cancelled(job.id, "Cancelled before it started."))
+                if self._pending or self._closed:
+                    break
+                self._lock.wait(timeout=0.5)
+            if self._closed:
+                return None
+            job = self._pending.popleft()
+            self._running = job
+            for position, waiting in enumerate(self._pending):
+                waiting.emit(ev.Queued(waiting.id, position + 1))
+            return job
+
+    def _work(self) -> None:
+        while (job := self._next_job()) is not None:
+            job.started.set()
+            try:
+                if job.kind == "load":
+                    self._run_load(job)
+                else:
+                    self._run_generate(job)
+            except BaseException as exc:  # noqa: BLE001 - the worker must survive anything a job does
+                log.exception("job %s crashed", job.id)
+                job.emit(ev.Failed(job.id, f"Internal error: {exc.__class__.__name__}: {exc}", "error"))
+            finally:
+                with self._lock:
+                    self._running = None
+                self._release_memory()
+
+    # ----- loading --------------------------------------------------------------------------------------------
+
+    def _unload(self) -> None:
+        self._pipe = self._i2v_view = self._switch = self._plan = None
+        self._state, self._state_message = "not loaded", ""
+        self._release_memory()
+
+    def _run_load(self, job: Job) -> None:
+        model, memory = job.target
+        if memory is not None:
+            plan_memory(memory, torch.device("cpu"), {}, None, False)
+            self.memory_requested = memory
+        if model is not None and model != self._model_name:
+            self._unload()
+            self._model_name, self._spec, self._revision = model, None, None
+        elif memory is not None and self._pipe is not None:
+            self._unload()
+        try:
+            self._ensure_loaded(job)
+        except ModelLoadError as exc:
+            job.emit(ev.Failed(job.id, str(exc), "model"))
+            return
+        job.emit(ev.Ready(job.id, self.spec.id, self._plan.mode, self._plan.reason))
+
+    def _ensure_loaded(self, job: Job) -> None:
+        if self._pipe is not None:
+            return
+        self._state, self._state_message = "loading", "starting"
+
+        def report(stage: str, fraction: float, message: str) -> None:
+            self._state_message = message
+            job.emit(ev.Loading(job.id, stage, float(fraction), message))
+
+        try:
+            spec = self.spec
+            report("resolve", 0.0, f"loading {spec.label}")
+            pipe = load_pipeline(spec, self.device, report)
+            if spec.boundary is not None and pipe.config.get("boundary_ratio") != spec.boundary:
+                pipe.register_to_config(boundary_ratio=spec.boundary)
+            plan = plan_memory(
+                self.memory_requested, self.device, component_bytes(pipe), free_vram(self.device), spec.moe
+            )
+            report("memory", 0.97, f"memory mode {plan.mode}: {plan.reason}")
+            log.info("memory mode %s: %s", plan.mode, plan.reason)
+            apply_memory(pipe, plan, self.device)
+        except ModelLoadError as exc:
+            self._state, self._state_message = "failed", str(exc.for_model(self._model_name))
+            raise
+        except torch.OutOfMemoryError:
+            self._state, self._state_message = "failed", "out of memory while loading"
+            self._release_memory()
+            raise ModelLoadError(
+                "it does not fit in memory", "Try --memory group or sequential, or a smaller model", spec.id
+            ) from None
+        pipe._callback_tensor_inputs = list(pipe._callback_tensor_inputs) + _CALLBACK_TENSORS
+        self._pipe, self._plan = pipe, plan
+        self._switch = ExpertSwitch(pipe, plan, self.device)
+        self._state, self._state_message = "ready", ""
+        report("ready", 1.0, f"{spec.label} ready on {self.device_name()}")
+
+    def _pipeline_for(self, with_image: bool):
+        """The pipeline for this request: TI2V-5B takes an image through the I2V pipeline class, same components."""
+        pipe = self._pipe
+        if not with_image or pipe.__class__.__name__ == "WanImageToVideoPipeline":
+            return pipe
+        if self._i2v_view is None:
+            from diffusers import WanImageToVideoPipeline
+
+            view = WanImageToVideoPipeline(
+                tokenizer=pipe.tokenizer,
+                text_encoder=pipe.text_encoder,
+                vae=pipe.vae,
+                scheduler=pipe.scheduler,
+                transformer=pipe.transformer,
+                transformer_2=pipe.transformer_2,
+                boundary_ratio=pipe.config.boundary_ratio,
+                expand_timesteps=pipe.config.expand_timesteps,
+            )
+            view.set_progress_bar_config(disable=True)
+            view._callback_tensor_inputs = list(view._callback_tensor_inputs) + _CALLBACK_TENSORS
+            self._i2v_view = view
+        return self._i2v_view
+
+    # ----- generation -----------------------------------------------------------------------------------------
+
+    def _checkpoint(self, job: Job, stage: str) -> None:
+        if self.fault_injector is not None:
+            self.fault_injector(stage)
+        if job.cancel_requested:
+            raise _Cancelled(stage)
+
+    def _run_generate(self, job: Job) -> None:
+        writer: VideoWriter | None = None
+        stage = "loading the model"
+        try:
+            self._checkpoint(job, "load")
+            started = time.perf_counter()
+            self._ensure_loaded(job)
+            spec = self.spec
+            for notice in job.notices:
+                job.emit(ev.Notice(job.id, notice))
+            timings: dict[str, float] = {"load": time.perf_counter() - started}
+            stage = "denoising"
+            self._checkpoint(job, "denoise")
+            latents, timings_denoise = self._denoise(job, spec, started)
+            timings.update(timings_denoise)
+            stage = "decoding"
+            self._checkpoint(job, "decode")
+            settings = self._settings(job, spec, timings)
+            writer, timings["decode"] = self._decode(job, latents, settings)
+            stage = "saving the video"
+            self._checkpoint(job, "save")
+            t_save = time.perf_counter()
+            timings["total"] = time.perf_counter() - started
+            settings["timings"] = timings
+            path = writer.finish(settings)
+            writer = None
+            timings["save"] = time.perf_counter() - t_save
+            job.emit(ev.Done(job.id, str(path), settings, job.seed, dict(timings)))
+        except _Cancelled as exc:
+            job.emit(ev.Cancelled(job.id, f"Stopped during {exc.args[0]}; nothing was saved."))
+        except ModelLoadError as exc:
+            job.emit(ev.Failed(job.id, str(exc), "model"))
+        except RequestError as exc:
+            job.emit(ev.Failed(job.id, str(exc), "request"))
+        except OutputError as exc:
+            job.emit(ev.Failed(job.id, str(exc), "output"))
+        except torch.OutOfMemoryError:
+            job.emit(ev.Failed(job.id, self._oom_message(stage), "oom"))
+        except OSError as exc:
+            job.emit(ev.Failed(job.id, f"Could not write the video ({exc.strerror or exc}). Check the outputs "
+                                       f"folder {self.outputs} and free disk space.", "output"))
+        except Exception as exc:  # noqa: BLE001 - any other failure ends this job only
+            log.exception("job %s failed", job.id)
+            job.emit(ev.Failed(job.id, f"Generation failed while {stage}: {exc.__class__.__name__}: {exc}"))
+        finally:
+            if writer is not None:
+                writer.abort()
+            if self._pipe is not None:
+                self._pipe._interrupt = False
+                self._pipe.maybe_free_model_hooks()
+
+    def _oom_message(self, stage: str) -> str:
+        mode = self._plan.mode if self._plan else self.memory_requested
+        lower = {"none": "model or group", "model": "group", "group": "sequential"}.get(mode)
+        hint = f"switch memory mode from {mode} to {lower}, or " if lower else ""
+        return f"Out of GPU memory while {stage}. To fit, {hint}lower the size or the number of frames."
+
+    def _denoise(self, job: Job, spec: ModelSpec, started: float) -> tuple[torch.Tensor, dict[str, float]]:
+        valid = job.valid
+        r = valid.request
+        pipe = self._pipeline_for(valid.image is not None)
+        self._set_shift(pipe, r.shift)
+        self._switch.before_job()
+        boundary = pipe.config.boundary_ratio
+        boundary_t = None if boundary is None else boundary * pipe.scheduler.config.num_train_timesteps
+        z_dim = pipe.vae.config.z_dim
+        image_first_frame = valid.image is not None and bool(pipe.config.expand_timesteps)
+        marks: dict[str, float] = {}
+        step_times: list[float] = []
+
+        def first_forward(_module, _args):
+            marks.setdefault("denoise_start", time.perf_counter())
+
+        hooks = [m.register_forward_pre_hook(first_forward) for m in (pipe.transformer, pipe.transformer_2) if m]
+
+        def on_step_end(p, i: int, t, tensors: dict[str, Any]) -> dict:
+            now = time.perf_counter()
+            step_times.append(now - marks.get("last_step", marks.get("denoise_start", now)))
+            marks["last_step"] = now
+            total = r.steps
+            tv = float(t)
+            phase = "denoise" if boundary_t is None else ("high-noise" if tv >= boundary_t else "low-noise")
+            recent = step_times[-5:]
+            eta = (total - i - 1) * sum(recent) / len(recent)
+            job.emit(ev.Step(job.id, i + 1, total, phase, tv, now - started, eta))
+            if self.preview_every and ((i + 1) % self.preview_every == 0 or i + 1 == total):
+                sigma = float(p.scheduler.sigmas[i])
+                x0 = denoised_estimate(tensors["latent_model_input"], tensors["noise_pred"], sigma)
+                if image_first_frame:  # TI2V: the first latent frame is the image itself (t = 0)
+                    x0[:, :, 0] = tensors["latent_model_input"][:, :z_dim, 0].float()
+                rgb = latents_to_rgb(x0)
+                if rgb is not None:
+                    job.emit(ev.Preview(job.id, i + 1, rgb))
+            if self.fault_injector is not None:
+                self.fault_injector(f"step {i + 1}")
+            if job.cancel_requested:
+                p._interrupt = True
+            elif boundary_t is not None and i + 1 < total and float(p.scheduler.timesteps[i + 1]) < boundary_t:
+                self._switch.at_boundary()
+            return {}
+
+        kwargs: dict[str, Any] = dict(
+            prompt=r.prompt,
+            negative_prompt=r.negative_prompt,
+            height=r.height,
+            width=r.width,
+            num_frames=r.frames,
+            num_inference_steps=r.steps,
+            guidance_scale=r.guidance,
+            generator=torch.Generator("cpu").manual_seed(r.seed),
+            output_type="latent",
+            callback_on_step_end=on_step_end,
+            callback_on_step_end_tensor_inputs=_CALLBACK_TENSORS,
+        )
+        if boundary is not None:
+            kwargs["guidance_scale_2"] = r.guidance_2
+        if valid.image is not None:
+            kwargs["image"] = valid.image
+        call_start = time.perf_counter()
+        try:
+            latents = pipe(**kwargs).frames
+        finally:
+            for h in hooks:
+                h.remove()
+        if job.cancel_requested:
+            raise _Cancelled("denoising")
+        end = time.perf_counter()
+        denoise_start = marks.get("denoise_start", call_start)
+        timings = {
+            "encode": denoise_start - call_start,
+            "denoise": end - denoise_start,
+            "step_mean": sum(step_times) / max(1, len(step_times)),
+        }
+        return latents, timings
+
+    @staticmethod
+    def _set_shift(pipe, shift: float) -> None:
+        """The preset's shift wins over the scheduler config the model shipped with."""
+        config = pipe.scheduler.config
+        key = "flow_shift" if "flow_shift" in config else "shift"
+        if key in config and config[key] != shift:
+            pipe.scheduler = type(pipe.scheduler).from_config(config, **{key: shift})
+
+    def _decode(self, job: Job, latents: torch.Tensor, settings: dict) -> tuple[VideoWriter, float]:
+        from diffusers.utils.torch_utils import get_module_execution_device
+
+        r = job.valid.request
+        pipe = self._pipe
+        vae = pipe.vae
+        t0 = time.perf_counter()
+        tiling = decode_needs_tiling(self.device, r.width, r.height)
+        if tiling:
+            job.emit(ev.Notice(job.id, tiling))
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+        z = denormalize(vae, latents.to(get_module_execution_device(vae), vae.dtype))
+        outputs = check_outputs_dir(self.outputs)
+        stem = f"{_dt.datetime.now():%Y%m%d-%H%M%S}_{r.seed}_{slug(r.prompt)}"
+        writer = VideoWriter(outputs, stem, r.width, r.height, r.fps, settings)
+        try:
+            total = z.shape[2]
+            start = 0
+            for index, chunk in enumerate(stream_decode(vae, z)):
+                video = pipe.video_processor.postprocess_video(chunk, output_type="np")[0]
+                frames = (np.asarray(video) * 255).round().clip(0, 255).astype(np.uint8)
+                writer.write(frames)
+                job.emit(ev.Frames(job.id, start, frames))
+                start += len(frames)
+                job.emit(ev.Decoding(job.id, index + 1, total))
+                self._checkpoint(job, "decoding")
+        except BaseException:
+            writer.abort()
+            raise
+        return writer, time.perf_counter() - t0
+
+    def _settings(self, job: Job, spec: ModelSpec, timings: dict[str, float]) -> dict[str, Any]:
+        valid = job.valid
+        settings: dict[str, Any] = {
+            "format": SETTINGS_FORMAT,
+            "app_version": APP_VERSION,
+            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "model": spec.id,
+            "model_source": spec.source or spec.id,
+            "model_revision": spec.revision,
+            "family": spec.family,
+            "request": valid.request.settings(),
+            "image": None if valid.image is None else {"width": valid.image.width, "height": valid.image.height},
+            "memory": {"mode": self._plan.mode, "reason": self._plan.reason},
+            "device": self.device_name(),
+            "notices": list(valid.notices),
+            "timings": dict(timings),
+            "versions": {"torch": torch.__version__, "diffusers": _version("diffusers")},
+        }
+        return settings
+
+    def _release_memory(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def request_from_settings(settings: dict[str, Any]) -> GenerationRequest:
+    """A request that regenerates a saved video (add the image again for image-to-video)."""
+    return GenerationRequest(**settings["request"])

@@ -1,0 +1,90 @@
+"""Typed events a job emits, in this order: Queued*, Loading*, Notice*, (Step, Preview?)*, Decoding/Frames*, then
+exactly one of Done, Failed, Cancelled (a load job ends with Ready instead of Done)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Event:
+    job_id: int
+
+
+@dataclass(frozen=True)
+class Queued(Event):
+    position: int  # jobs ahead of this one (0: next to run)
+
+
+@dataclass(frozen=True)
+class Loading(Event):
+    stage: str  # "resolve", "download", "load <component>", "memory", "ready"
+    fraction: float  # 0..1 over the whole load
+    message: str
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    message: str
+
+
+@dataclass(frozen=True)
+class Step(Event):
+    index: int  # 1-based
+    total: int
+    phase: str  # "high-noise", "low-noise" (MoE) or "denoise"
+    timestep: float
+    elapsed: float  # seconds since the job started running
+    eta: float | None  # seconds left, from measured step times (None before the first step ends)
+
+
+@dataclass(frozen=True)
+class Preview(Event):
+    step: int  # 1-based step this preview follows
+    frames: np.ndarray = field(repr=False)  # uint8 [latent frames, h, w, 3]: the denoised estimate in RGB
+
+
+@dataclass(frozen=True)
+class Decoding(Event):
+    done: int  # latent frames decoded so far
+    total: int
+
+
+@dataclass(frozen=True)
+class Frames(Event):
+    start: int  # index of the first video frame in this chunk
+    frames: np.ndarray = field(repr=False)  # uint8 [n, H, W, 3]
+
+
+@dataclass(frozen=True)
+class Done(Event):
+    path: str
+    settings: dict[str, Any] = field(repr=False)
+    seed: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    message: str
+    kind: str = "error"  # "request", "model", "oom", "output", "error"
+
+
+@dataclass(frozen=True)
+class Cancelled(Event):
+    message: str
+
+
+@dataclass(frozen=True)
+class Ready(Event):
+    """End of a load job: the model is loaded and placed."""
+
+    model: str
+    memory: str
+    reason: str
+
+
+TERMINAL = (Done, Ready, Failed, Cancelled)

@@ -1,0 +1,127 @@
+"""Loading a Wan pipeline with progress: download (huggingface_hub's own progress), then one component at a time.
+
+Each component is loaded by the class model_index.json names, then the pipeline is assembled through the same
+DiffusionPipeline.from_pretrained as always; loading one by one is what lets us report progress per component.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .catalog import ModelSpec, family_from_model_index
+from .errors import ModelLoadError
+from .tiny import ensure_tiny, tiny_path
+
+Progress = Callable[[str, float, str], None]  # (stage, fraction 0..1, message)
+MODEL_COMPONENTS = ("text_encoder", "transformer", "transformer_2", "vae", "image_encoder")
+
+
+def component_dtypes(device: torch.device) -> dict[str, torch.dtype]:
+    """bf16 for transformers and text encoder on CUDA, VAE always float32; float32 everywhere on CPU."""
+    low = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"text_encoder": low, "transformer": low, "transformer_2": low, "image_encoder": low, "vae": torch.float32}
+
+
+def _download_progress(report: Progress):
+    """A tqdm class for huggingface_hub's snapshot_download that turns its byte counts into load events."""
+    from tqdm.auto import tqdm
+
+    class _Reporter(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = False
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            out = super().update(n)
+            if self.total and self.unit == "B":
+                report("download", 0.5 * min(1.0, self.n / self.total), f"downloading {self.n / 1e9:.2f}/{self.total / 1e9:.2f} GB")
+            return out
+
+    return _Reporter
+
+
+def fetch(spec: ModelSpec, report: Progress) -> Path:
+    """Local folder holding the model: a tiny model built once, a folder as given, or a Hub snapshot."""
+    if spec.tiny:
+        if not (tiny_path(spec.id) / "model_index.json").is_file():
+            report("build", 0.05, f"building the tiny model {spec.id} (once)")
+        return ensure_tiny(spec.id)
+    if os.path.isdir(spec.source):
+        return Path(spec.source)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    report("download", 0.0, f"looking for {spec.source} (Hub or local cache)")
+    try:
+        return Path(snapshot_download(spec.source, revision=spec.revision, tqdm_class=_download_progress(report)))
+    except LocalEntryNotFoundError as exc:
+        raise ModelLoadError(
+            f"{spec.source} is not in the local Hugging Face cache and the Hub cannot be reached",
+            "Connect to the internet once to download it (about 30-130 GB), or pass a local diffusers folder "
+            "to --model, or use a tiny offline model (tiny-ti2v) to try the studio",
+            spec.id,
+        ) from exc
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"downloading {spec.source} failed ({exc.__class__.__name__}: {exc})",
+            "Check the repository id, your network and free disk space, then try again",
+            spec.id,
+        ) from exc
+
+
+def _component_files_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+
+
+def load_pipeline(spec: ModelSpec, device: torch.device, report: Progress):
+    """The assembled pipeline on the CPU (placement is memory.apply_memory's job). Raises ModelLoadError."""
+    from diffusers import DiffusionPipeline
+
+    folder = fetch(spec, report)
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise ModelLoadError(
+            f"{folder} has no model_index.json", "Point --model at a diffusers pipeline folder", spec.id
+        )
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    family_from_model_index(index)  # refuses pipelines we cannot run, before loading gigabytes
+    entries = {k: v for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None}
+    for name in entries:
+        if not (folder / name).is_dir():
+            raise ModelLoadError(
+                f"the component {name!r} is missing from {folder}",
+                "The folder is incomplete: download the model again or point --model at a complete copy",
+                spec.id,
+            )
+    dtypes = component_dtypes(device)
+    weights = {name: max(1, _component_files_size(folder / name)) for name in entries}
+    total = sum(weights.values())
+    done = 0
+    loaded = {}
+    for name, (library, class_name) in entries.items():
+        report(f"load {name}", 0.5 + 0.45 * done / total, f"loading {name}")
+        try:
+            cls = getattr(importlib.import_module(library), class_name)
+            kwargs = {"subfolder": name}
+            if name in MODEL_COMPONENTS:
+                kwargs.update(dtype=dtypes[name], use_safetensors=True)
+            loaded[name] = cls.from_pretrained(str(folder), **kwargs)
+        except ModelLoadError:
+            raise
+        except (OSError, ValueError, RuntimeError, KeyError, AttributeError, ImportError, EnvironmentError) as exc:
+            raise ModelLoadError(
+                f"the component {name!r} could not be loaded ({exc.__class__.__name__}: {str(exc)[:300]})",
+                "Its files may be incomplete or corrupt: download the model again",
+                spec.id,
+            ) from exc
+        done += weights[name]
+    report("assemble", 0.95, "assembling the pipeline")
+    pipe = DiffusionPipeline.from_pretrained(str(folder), **loaded)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,207 @@
+"""GenerationRequest and its validation against a model's spec, before any work starts."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from .catalog import ModelSpec
+from .errors import RequestError
+
+SEED_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What the user asked for. None means "the model's default"; seed -1 means random."""
+
+    prompt: str = ""
+    negative_prompt: str | None = None
+    image: Any = None  # PIL image or a path to one
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    fps: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    guidance_2: float | None = None
+    shift: float | None = None
+    seed: int = -1
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata kept with the video (refiner output...)
+
+    def settings(self) -> dict[str, Any]:
+        """The request as plain JSON-able values (the image is left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "image"}
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    """A request with every value resolved and inside the model's bounds."""
+
+    request: GenerationRequest  # all fields concrete (seed >= 0)
+    image: Image.Image | None  # RGB, upright
+    notices: tuple[str, ...]
+
+
+def _number(name: str, value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = kind(str(value).strip())
+        except (TypeError, ValueError):
+            raise RequestError(name, f"{name} must be a number, got {value!r}.") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RequestError(name, f"{name} must be a finite number, got {value}.")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise RequestError(name, f"{name} must be a whole number, got {value}.")
+        return int(value)
+    return float(value)
+
+
+def _in_range(name: str, value: float, bounds: tuple[float, float], unit: str = "") -> None:
+    low, high = bounds
+    if value < low:
+        raise RequestError(name, f"{name} must be at least {low}{unit}; got {value}{unit}.")
+    if value > high:
+        raise RequestError(name, f"{name} must be at most {high}{unit}; got {value}{unit}.")
+
+
+def load_image(image: Any) -> Image.Image:
+    """Any PIL image or image file -> an upright RGB image (alpha on white, greyscale, palette, 16-bit)."""
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as opened:
+                opened.load()
+                img = opened.copy() if getattr(opened, "n_frames", 1) == 1 else _first_frame(opened)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise RequestError("image", f"The image could not be read ({exc.__class__.__name__}): {exc}") from None
+    elif isinstance(image, Image.Image):
+        img = image
+    else:
+        raise RequestError("image", f"image must be a picture or a path to one, got {type(image).__name__}.")
+    try:
+        img = ImageOps.exif_transpose(img)
+    except (OSError, ValueError, KeyError):
+        pass  # broken EXIF: keep the pixels as stored
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        img = img.point(lambda v: v / 256).convert("L")  # 16-bit -> 8-bit keeping the brightness
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def _first_frame(opened: Image.Image) -> Image.Image:
+    opened.seek(0)
+    return opened.copy()
+
+
+def fit_to_area(aspect: float, area: int, multiple: int, side: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) with the given aspect ratio, about the given area, on the multiple, within the sides."""
+    width = math.sqrt(area * aspect)
+    height = width / aspect
+    low = math.ceil(side[0] / multiple) * multiple
+    high = side[1] // multiple * multiple
+
+    def snap(v: float) -> int:
+        return int(min(max(round(v / multiple) * multiple, low), high))
+
+    return snap(width), snap(height)
+
+
+def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
+    """Resolve defaults, snap frames and sizes, refuse what is out of bounds. Raises RequestError."""
+    notices: list[str] = []
+    lim = spec.limits
+
+    prompt = request.prompt if isinstance(request.prompt, str) else ""
+    if not isinstance(request.prompt, str) and request.prompt is not None:
+        raise RequestError("prompt", f"prompt must be text, got {type(request.prompt).__name__}.")
+    if "\x00" in prompt:
+        prompt = prompt.replace("\x00", "")
+    if request.image is None and spec.requires_image:
+        raise RequestError("image", f"{spec.id} makes video from an image: add an image to animate.")
+    if request.image is not None and not spec.accepts_image:
+        raise RequestError("image", f"{spec.id} makes video from text only; choose an image-to-video model.")
+    if not prompt.strip() and request.image is None:
+        raise RequestError("prompt", "Write a prompt: describe the scene and the motion you want.")
+    negative = spec.negative_prompt if request.negative_prompt is None else request.negative_prompt
+    if not isinstance(negative, str):
+        raise RequestError("negative_prompt", "negative_prompt must be text.")
+
+    frames = _number("frames", spec.frames if request.frames is None else request.frames, int)
+    _in_range("frames", frames, lim.frames)
+    if frames % 4 != 1:
+        snapped = max(lim.frames[0], min(lim.frames[1], round((frames - 1) / 4) * 4 + 1))
+        notices.append(f"Frames must be 4k+1: {frames} frames became {snapped}.")
+        frames = snapped
+
+    image = load_image(request.image) if request.image is not None else None
+    width = _number("width", spec.width if request.width is None else request.width, int)
+    height = _number("height", spec.height if request.height is None else request.height, int)
+    _in_range("width", width, lim.side, " px")
+    _in_range("height", height, lim.side, " px")
+    if image is not None:
+        fitted = fit_to_area(image.width / image.height, width * height, spec.multiple, lim.side)
+        if fitted != (width, height):
+            notices.append(
+                f"Size follows the image's aspect ratio: {width}x{height} became {fitted[0]}x{fitted[1]}."
+            )
+        width, height = fitted
+    else:
+        m = spec.multiple
+        snapped = (max(m, round(width / m) * m), max(m, round(height / m) * m))
+        if snapped != (width, height):
+            notices.append(
+                f"Width and height must be multiples of {m} for {spec.id}: "
+                f"{width}x{height} became {snapped[0]}x{snapped[1]}."
+            )
+            width, height = snapped
+    if width * height > lim.max_area:
+        raise RequestError(
+            "size", f"size must be at most {lim.max_area} pixels per frame; got {width}x{height} = {width * height}."
+        )
+
+    fps = _number("fps", spec.fps if request.fps is None else request.fps, int)
+    _in_range("fps", fps, lim.fps)
+    steps = _number("steps", spec.steps if request.steps is None else request.steps, int)
+    _in_range("steps", steps, lim.steps)
+    guidance = _number("guidance", spec.guidance if request.guidance is None else request.guidance, float)
+    _in_range("guidance", guidance, lim.guidance)
+    guidance_2 = None
+    if spec.moe:
+        g2 = request.guidance_2 if request.guidance_2 is not None else spec.guidance_2
+        guidance_2 = _number("guidance_2", guidance if g2 is None else g2, float)
+        _in_range("guidance_2", guidance_2, lim.guidance)
+    elif request.guidance_2 is not None:
+        notices.append(f"{spec.id} has a single expert: guidance_2 is not used.")
+    shift = _number("shift", spec.shift if request.shift is None else request.shift, float)
+    _in_range("shift", shift, lim.shift)
+
+    seed = _number("seed", request.seed, int)
+    _in_range("seed", seed, (-1, SEED_MAX))
+    if seed == -1:
+        seed = secrets.randbelow(SEED_MAX + 1)
+
+    resolved = replace(
+        request,
+        prompt=prompt,
+        negative_prompt=negative,
+        image=None,
+        width=width,
+        height=height,
+        frames=frames,
+        fps=fps,
+        steps=steps,
+        guidance=guidance,
+        guidance_2=guidance_2,
+        shift=shift,
+        seed=seed,
+    )
+    return ValidRequest(request=resolved, image=image, notices=tuple(notices))
