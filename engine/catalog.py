@@ -182,7 +182,8 @@ def resolve_spec(model: str, revision: str | None = None) -> ModelSpec:
     if not is_folder and not looks_like_hub_id:
         raise ModelLoadError(
             f"{model!r} is neither a catalog model, a folder, nor a Hub id",
-            f"Choose one of: {', '.join(specs)}; or a diffusers folder; or a Hub id like Wan-AI/Wan2.2-TI2V-5B-Diffusers.",
+            f"Choose one of: {', '.join(specs)}; or a diffusers folder; "
+            "or a Hub id like Wan-AI/Wan2.2-TI2V-5B-Diffusers.",
         )
     index = read_model_index(model, revision)
     family, moe = family_from_model_index(index)

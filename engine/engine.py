@@ -107,8 +107,16 @@ class Engine:
             spec = self.spec
             label, tiny = spec.label, spec.tiny
         except ModelLoadError as exc:
-            return ModelState(self._model_name, self._model_name, "failed", str(exc), self.memory_requested, "",
-                              self.device_name(), False)
+            return ModelState(
+                self._model_name,
+                self._model_name,
+                "failed",
+                str(exc),
+                self.memory_requested,
+                "",
+                self.device_name(),
+                False,
+            )
         plan = self._plan
         return ModelState(
             model=spec.id,
@@ -330,8 +338,14 @@ class Engine:
         except torch.OutOfMemoryError:
             job.emit(ev.Failed(job.id, self._oom_message(stage), "oom"))
         except OSError as exc:
-            job.emit(ev.Failed(job.id, f"Could not write the video ({exc.strerror or exc}). Check the outputs "
-                                       f"folder {self.outputs} and free disk space.", "output"))
+            job.emit(
+                ev.Failed(
+                    job.id,
+                    f"Could not write the video ({exc.strerror or exc}). Check the outputs "
+                    f"folder {self.outputs} and free disk space.",
+                    "output",
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - any other failure ends this job only
             log.exception("job %s failed", job.id)
             job.emit(ev.Failed(job.id, f"Generation failed while {stage}: {exc.__class__.__name__}: {exc}"))

@@ -62,12 +62,15 @@ class Job:
         index = 0
         while True:
             with self._cond:
-                if index >= len(self._events):
-                    if not self._cond.wait_for(lambda: index < len(self._events), timeout=timeout):
+                wanted = index + 1
+                if len(self._events) < wanted:
+                    if not self._cond.wait_for(lambda: len(self._events) >= wanted, timeout=timeout):  # noqa: B023
                         raise TimeoutError(f"job {self.id}: no event for {timeout} s")
                 event = self._events[index]
-                newer_preview = latest_preview_only and isinstance(event, Preview) and any(
-                    isinstance(e, Preview) for e in self._events[index + 1 :]
+                newer_preview = (
+                    latest_preview_only
+                    and isinstance(event, Preview)
+                    and any(isinstance(e, Preview) for e in self._events[index + 1 :])
                 )
             index += 1
             if newer_preview:

@@ -40,7 +40,8 @@ def _download_progress(report: Progress):
         def update(self, n=1):
             out = super().update(n)
             if self.total and self.unit == "B":
-                report("download", 0.5 * min(1.0, self.n / self.total), f"downloading {self.n / 1e9:.2f}/{self.total / 1e9:.2f} GB")
+                done = f"downloading {self.n / 1e9:.2f}/{self.total / 1e9:.2f} GB"
+                report("download", 0.5 * min(1.0, self.n / self.total), done)
             return out
 
     return _Reporter
@@ -114,7 +115,7 @@ def load_pipeline(spec: ModelSpec, device: torch.device, report: Progress):
             loaded[name] = cls.from_pretrained(str(folder), **kwargs)
         except ModelLoadError:
             raise
-        except (OSError, ValueError, RuntimeError, KeyError, AttributeError, ImportError, EnvironmentError) as exc:
+        except (OSError, ValueError, RuntimeError, KeyError, AttributeError, ImportError) as exc:
             raise ModelLoadError(
                 f"the component {name!r} could not be loaded ({exc.__class__.__name__}: {str(exc)[:300]})",
                 "Its files may be incomplete or corrupt: download the model again",

@@ -97,7 +97,10 @@ def apply_memory(pipe, plan: MemoryPlan, device: torch.device) -> None:
                     onload_device=device, offload_type="leaf_level", use_stream=stream, low_cpu_mem_usage=False
                 )
         apply_group_offloading(
-            pipe.text_encoder, onload_device=device, offload_type="block_level", num_blocks_per_group=1,
+            pipe.text_encoder,
+            onload_device=device,
+            offload_type="block_level",
+            num_blocks_per_group=1,
             use_stream=stream,
         )
         pipe.vae.to(device)

@@ -150,9 +150,7 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
     if image is not None:
         fitted = fit_to_area(image.width / image.height, width * height, spec.multiple, lim.side)
         if fitted != (width, height):
-            notices.append(
-                f"Size follows the image's aspect ratio: {width}x{height} became {fitted[0]}x{fitted[1]}."
-            )
+            notices.append(f"Size follows the image's aspect ratio: {width}x{height} became {fitted[0]}x{fitted[1]}.")
         width, height = fitted
     else:
         m = spec.multiple
