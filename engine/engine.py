@@ -102,6 +102,11 @@ class Engine:
                 raise exc.for_model(self._model_name) from None
         return self._spec
 
+    @property
+    def pipeline(self):
+        """The loaded diffusers pipeline, or None (for tests and benchmarks; the UI never needs it)."""
+        return self._pipe
+
     def state(self) -> ModelState:
         try:
             spec = self.spec

@@ -102,6 +102,11 @@ def _first_frame(opened: Image.Image) -> Image.Image:
     return opened.copy()
 
 
+def _nearest(value: float, multiple: int) -> int:
+    """Nearest multiple, halves rounded up (Python's round() would send 840/16 down to 832)."""
+    return int(math.floor(value / multiple + 0.5)) * multiple
+
+
 def fit_to_area(aspect: float, area: int, multiple: int, side: tuple[int, int]) -> tuple[int, int]:
     """(width, height) with the given aspect ratio, about the given area, on the multiple, within the sides."""
     width = math.sqrt(area * aspect)
@@ -110,7 +115,7 @@ def fit_to_area(aspect: float, area: int, multiple: int, side: tuple[int, int]) 
     high = side[1] // multiple * multiple
 
     def snap(v: float) -> int:
-        return int(min(max(round(v / multiple) * multiple, low), high))
+        return min(max(_nearest(v, multiple), low), high)
 
     return snap(width), snap(height)
 
@@ -138,7 +143,7 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
     frames = _number("frames", spec.frames if request.frames is None else request.frames, int)
     _in_range("frames", frames, lim.frames)
     if frames % 4 != 1:
-        snapped = max(lim.frames[0], min(lim.frames[1], round((frames - 1) / 4) * 4 + 1))
+        snapped = max(lim.frames[0], min(lim.frames[1], _nearest(frames - 1, 4) + 1))
         notices.append(f"Frames must be 4k+1: {frames} frames became {snapped}.")
         frames = snapped
 
@@ -154,7 +159,7 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
         width, height = fitted
     else:
         m = spec.multiple
-        snapped = (max(m, round(width / m) * m), max(m, round(height / m) * m))
+        snapped = (max(m, _nearest(width, m)), max(m, _nearest(height, m)))
         if snapped != (width, height):
             notices.append(
                 f"Width and height must be multiples of {m} for {spec.id}: "
