@@ -16,7 +16,7 @@ class Event:
 
 @dataclass(frozen=True)
 class Queued(Event):
-    position: int  # jobs ahead of this one (0: next to run)
+    position: int  # jobs ahead of this one, the running one included (0: starts now)
 
 
 @dataclass(frozen=True)
