@@ -174,6 +174,7 @@ class Engine:
             if self._closed:
                 raise StudioError("The engine has shut down.")
             ahead = len(self._pending) + (1 if self._running else 0)
+            job.position = ahead
             self._pending.append(job)
             job.emit(ev.Queued(job.id, ahead))
             self._lock.notify_all()
@@ -193,8 +194,10 @@ class Engine:
                 return None
             job = self._pending.popleft()
             self._running = job
-            for position, waiting in enumerate(self._pending):
-                waiting.emit(ev.Queued(waiting.id, position + 1))
+            for ahead, waiting in enumerate(self._pending, start=1):
+                if waiting.position != ahead:
+                    waiting.position = ahead
+                    waiting.emit(ev.Queued(waiting.id, ahead))
             return job
 
     def _work(self) -> None:

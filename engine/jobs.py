@@ -22,6 +22,7 @@ class Job:
         self._cond = threading.Condition()
         self._cancel = threading.Event()
         self.started = threading.Event()
+        self.position = 0  # jobs ahead when last reported
 
     @property
     def seed(self) -> int | None:
