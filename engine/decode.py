@@ -14,8 +14,8 @@ def denormalize(vae, latents: torch.Tensor) -> torch.Tensor:
     """Pipeline-space latents -> the VAE's own latent space (what the Wan pipelines do before decoding)."""
     z = vae.config.z_dim
     mean = torch.tensor(vae.config.latents_mean, device=latents.device, dtype=latents.dtype).view(1, z, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std, device=latents.device, dtype=latents.dtype).view(1, z, 1, 1, 1)
-    return latents * std + mean
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
+    return latents / inv_std + mean  # the pipelines' exact arithmetic, so frames match theirs bit for bit
 
 
 def _finish(vae, out: torch.Tensor) -> torch.Tensor:

@@ -16,11 +16,23 @@ def test_catalog_holds_the_official_wan22_defaults():
     ti2v, t2v, i2v = specs["ti2v-5b"], specs["t2v-a14b"], specs["i2v-a14b"]
     assert ti2v.source == "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
     assert (ti2v.width, ti2v.height, ti2v.frames, ti2v.fps, ti2v.steps, ti2v.guidance, ti2v.shift) == (
-        1280, 704, 121, 24, 50, 5.0, 5.0,
+        1280,
+        704,
+        121,
+        24,
+        50,
+        5.0,
+        5.0,
     )
     assert ti2v.multiple == 32 and ti2v.boundary is None and not ti2v.moe
     assert (t2v.frames, t2v.fps, t2v.steps, t2v.guidance, t2v.guidance_2, t2v.shift, t2v.boundary) == (
-        81, 16, 40, 4.0, 3.0, 12.0, 0.875,
+        81,
+        16,
+        40,
+        4.0,
+        3.0,
+        12.0,
+        0.875,
     )
     assert (i2v.guidance, i2v.guidance_2, i2v.shift, i2v.boundary) == (3.5, 3.5, 5.0, 0.9)
     assert t2v.multiple == i2v.multiple == 16 and t2v.moe and i2v.requires_image

@@ -10,7 +10,7 @@ import pytest
 from engine import OutputError, read_settings
 from engine.output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug
 
-SETTINGS = {"format": SETTINGS_FORMAT, "request": {"prompt": "a = b; # c \\ d\n\"quoted\" 中文"}}
+SETTINGS = {"format": SETTINGS_FORMAT, "request": {"prompt": 'a = b; # c \\ d\n"quoted" 中文'}}
 
 
 def frames(n: int = 5) -> np.ndarray:
