@@ -498,7 +498,7 @@ class Engine:
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "model": spec.id,
             "model_source": spec.source or spec.id,
-            "model_revision": spec.revision,
+            "model_revision": getattr(self._pipe, "studio_revision", None),
             "family": spec.family,
             "request": valid.request.settings(),
             "image": None if valid.image is None else {"width": valid.image.width, "height": valid.image.height},

@@ -125,4 +125,5 @@ def load_pipeline(spec: ModelSpec, device: torch.device, report: Progress):
     report("assemble", 0.95, "assembling the pipeline")
     pipe = DiffusionPipeline.from_pretrained(str(folder), **loaded)
     pipe.set_progress_bar_config(disable=True)
+    pipe.studio_revision = folder.name if folder.parent.name == "snapshots" else spec.revision  # Hub commit
     return pipe

@@ -134,3 +134,13 @@ def test_two_videos_with_the_same_prompt_and_seed_never_overwrite_each_other(mak
     b = engine.submit(request(seed=3)).wait(60)
     assert a.path != b.path
     assert len([n for n in outputs_of(engine) if n.endswith(".mp4")]) == 2
+
+
+def test_a_slow_reader_can_skip_stale_previews(make_engine):
+    engine = make_engine("tiny-ti2v")
+    job = engine.submit(request(steps=6))
+    job.wait(60)
+    every = [e.step for e in job.events() if type(e).__name__ == "Preview"]
+    latest = [e.step for e in job.events(latest_preview_only=True) if type(e).__name__ == "Preview"]
+    assert every == [1, 2, 3, 4, 5, 6]
+    assert latest == [6]
