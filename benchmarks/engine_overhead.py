@@ -4,7 +4,7 @@ The bare side is the usual recipe: DiffusionPipeline.from_pretrained, pipe(...),
 is everything a user gets: the queue and worker, a preview every step, the streaming decode into ffmpeg, settings
 in the MP4 and beside it. Reports the median time ratio (goal <= 1.05) and the largest frame difference.
 
-    python benchmarks/engine_overhead.py --runs 7
+    python benchmarks/engine_overhead.py --runs 9
 """
 
 from __future__ import annotations
@@ -28,24 +28,13 @@ from diffusers import DiffusionPipeline  # noqa: E402
 from diffusers.utils import export_to_video  # noqa: E402
 
 from engine import Done, Engine, Frames, GenerationRequest  # noqa: E402
+from engine.pipeline_call import pipeline_kwargs, set_shift  # noqa: E402
 from engine.tiny import ensure_tiny  # noqa: E402
 
 
 def bare_run(pipe, r: GenerationRequest, out: Path) -> tuple[float, np.ndarray]:
     t0 = time.perf_counter()
-    kwargs = dict(
-        prompt=r.prompt,
-        negative_prompt=r.negative_prompt,
-        height=r.height,
-        width=r.width,
-        num_frames=r.frames,
-        num_inference_steps=r.steps,
-        guidance_scale=r.guidance,
-        generator=torch.Generator("cpu").manual_seed(r.seed),
-        output_type="np",
-    )
-    if pipe.config.boundary_ratio is not None:
-        kwargs["guidance_scale_2"] = r.guidance_2
+    kwargs = pipeline_kwargs(pipe, r, output_type="np")
     video = pipe(**kwargs).frames[0]
     export_to_video(list(video), str(out), fps=r.fps)
     elapsed = time.perf_counter() - t0
@@ -72,8 +61,7 @@ def measure(model: str, runs: int, size: int, frames: int, steps: int, workdir: 
     resolved = GenerationRequest(**r)
     bare = DiffusionPipeline.from_pretrained(str(ensure_tiny(model)), dtype=torch.float32, use_safetensors=True)
     bare.set_progress_bar_config(disable=True)
-    key = "flow_shift" if "flow_shift" in bare.scheduler.config else "shift"
-    bare.scheduler = type(bare.scheduler).from_config(bare.scheduler.config, **{key: resolved.shift})
+    set_shift(bare, resolved.shift)
     bare_run(bare, resolved, workdir / "warm.mp4")
 
     ratios, bare_times, engine_times, max_diff = [], [], [], 0.0
@@ -105,7 +93,7 @@ def measure(model: str, runs: int, size: int, frames: int, steps: int, workdir: 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--runs", type=int, default=9)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--frames", type=int, default=17)
     p.add_argument("--steps", type=int, default=8)

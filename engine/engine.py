@@ -28,6 +28,7 @@ from .jobs import Job
 from .loading import load_pipeline
 from .memory import ExpertSwitch, MemoryPlan, apply_memory, component_bytes, decode_needs_tiling, free_vram, plan_memory
 from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug
+from .pipeline_call import pipeline_kwargs, set_shift
 from .preview import denoised_estimate, latents_to_rgb
 from .request import GenerationRequest, validate
 
@@ -375,7 +376,7 @@ class Engine:
         valid = job.valid
         r = valid.request
         pipe = self._pipeline_for(valid.image is not None)
-        self._set_shift(pipe, r.shift)
+        set_shift(pipe, r.shift)
         self._switch.before_job()
         boundary = pipe.config.boundary_ratio
         boundary_t = None if boundary is None else boundary * pipe.scheduler.config.num_train_timesteps
@@ -415,23 +416,8 @@ class Engine:
                 self._switch.at_boundary()
             return {}
 
-        kwargs: dict[str, Any] = dict(
-            prompt=r.prompt,
-            negative_prompt=r.negative_prompt,
-            height=r.height,
-            width=r.width,
-            num_frames=r.frames,
-            num_inference_steps=r.steps,
-            guidance_scale=r.guidance,
-            generator=torch.Generator("cpu").manual_seed(r.seed),
-            output_type="latent",
-            callback_on_step_end=on_step_end,
-            callback_on_step_end_tensor_inputs=_CALLBACK_TENSORS,
-        )
-        if boundary is not None:
-            kwargs["guidance_scale_2"] = r.guidance_2
-        if valid.image is not None:
-            kwargs["image"] = valid.image
+        kwargs = pipeline_kwargs(pipe, r, valid.image)
+        kwargs.update(callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=_CALLBACK_TENSORS)
         call_start = time.perf_counter()
         try:
             latents = pipe(**kwargs).frames
@@ -448,14 +434,6 @@ class Engine:
             "step_mean": sum(step_times) / max(1, len(step_times)),
         }
         return latents, timings
-
-    @staticmethod
-    def _set_shift(pipe, shift: float) -> None:
-        """The preset's shift wins over the scheduler config the model shipped with."""
-        config = pipe.scheduler.config
-        key = "flow_shift" if "flow_shift" in config else "shift"
-        if key in config and config[key] != shift:
-            pipe.scheduler = type(pipe.scheduler).from_config(config, **{key: shift})
 
     def _decode(self, job: Job, latents: torch.Tensor, settings: dict) -> tuple[VideoWriter, float]:
         from diffusers.utils.torch_utils import get_module_execution_device
