@@ -7,6 +7,7 @@ callback for progress, previews, cancel and the MoE expert switch), streaming de
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import gc
 import logging
 import threading
@@ -495,6 +496,7 @@ class Engine:
             torch.cuda.empty_cache()
 
 
+@functools.cache
 def _version(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
