@@ -28,6 +28,7 @@ from diffusers import DiffusionPipeline  # noqa: E402
 from diffusers.utils import export_to_video  # noqa: E402
 
 from engine import Done, Engine, Frames, GenerationRequest  # noqa: E402
+from engine.output import to_uint8  # noqa: E402
 from engine.pipeline_call import pipeline_kwargs, set_shift  # noqa: E402
 from engine.tiny import ensure_tiny  # noqa: E402
 
@@ -38,7 +39,7 @@ def bare_run(pipe, r: GenerationRequest, out: Path) -> tuple[float, np.ndarray]:
     video = pipe(**kwargs).frames[0]
     export_to_video(list(video), str(out), fps=r.fps)
     elapsed = time.perf_counter() - t0
-    return elapsed, (video * 255).round().clip(0, 255).astype(np.uint8)
+    return elapsed, to_uint8(video)
 
 
 def engine_run(engine: Engine, r: GenerationRequest) -> tuple[float, np.ndarray]:

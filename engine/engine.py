@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import events as ev
@@ -28,7 +27,7 @@ from .errors import ModelLoadError, OutputError, RequestError, StudioError
 from .jobs import Job
 from .loading import load_pipeline
 from .memory import ExpertSwitch, MemoryPlan, apply_memory, component_bytes, decode_needs_tiling, free_vram, plan_memory
-from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug
+from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug, to_uint8
 from .pipeline_call import pipeline_kwargs, set_shift
 from .preview import denoised_estimate, latents_to_rgb
 from .request import GenerationRequest, validate
@@ -458,7 +457,7 @@ class Engine:
             start = 0
             for index, chunk in enumerate(stream_decode(vae, z)):
                 video = pipe.video_processor.postprocess_video(chunk, output_type="np")[0]
-                frames = (np.asarray(video) * 255).round().clip(0, 255).astype(np.uint8)
+                frames = to_uint8(video)
                 writer.write(frames)
                 job.emit(ev.Frames(job.id, start, frames))
                 start += len(frames)

@@ -19,6 +19,11 @@ METADATA_KEY = "comment"  # an MP4 tag ffmpeg writes and reads back as it is
 SETTINGS_FORMAT = "wan-studio/1"
 
 
+def to_uint8(video: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] -> uint8, rounded; the one conversion every comparison of frames relies on."""
+    return (np.asarray(video) * 255).round().clip(0, 255).astype(np.uint8)
+
+
 def slug(prompt: str, max_len: int = 40) -> str:
     """A short ASCII file-name piece from the prompt ("video" when nothing ASCII is left)."""
     text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()

@@ -20,6 +20,7 @@ from engine import (
     Step,
     read_settings,
 )
+from engine.output import to_uint8
 
 PICTURE = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8))
 
@@ -132,7 +133,7 @@ def test_ti2v_with_an_image_conditions_the_first_frame_on_it(make_engine):
         latent = pipe.vae.encode(pixels).latent_dist.mode()
         expected = pipe.vae.decode(latent).sample
     expected = pipe.video_processor.postprocess_video(expected, output_type="np")[0][0]
-    expected = (expected * 255).round().astype(np.uint8)
+    expected = to_uint8(expected)
     assert np.abs(first.astype(int) - expected.astype(int)).max() <= 1
 
 

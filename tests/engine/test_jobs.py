@@ -20,6 +20,13 @@ def outputs_of(engine) -> list[str]:
     return sorted(p.name for p in engine.outputs.iterdir()) if engine.outputs.exists() else []
 
 
+def hold_at_step_1(engine) -> threading.Event:
+    """Keep the worker inside the first job's first step until the returned gate is set."""
+    gate = threading.Event()
+    engine.fault_injector = lambda stage: gate.wait(30) if stage == "step 1" else None
+    return gate
+
+
 def test_jobs_run_one_at_a_time_in_submission_order(make_engine):
     engine = make_engine("tiny-ti2v")
     jobs = [engine.submit(request(seed=i)) for i in range(3)]
@@ -33,8 +40,7 @@ def test_jobs_run_one_at_a_time_in_submission_order(make_engine):
 
 def test_a_waiting_job_is_told_its_place_in_the_queue(make_engine):
     engine = make_engine("tiny-ti2v")
-    gate = threading.Event()
-    engine.fault_injector = lambda stage: gate.wait(30) if stage == "step 1" else None
+    gate = hold_at_step_1(engine)
     first = engine.submit(request())
     second = engine.submit(request())
     third = engine.submit(request())
@@ -85,8 +91,7 @@ def test_the_next_job_runs_normally_after_a_cancel(make_engine):
 
 def test_cancelling_a_queued_job_removes_it_before_it_runs(make_engine):
     engine = make_engine("tiny-ti2v")
-    gate = threading.Event()
-    engine.fault_injector = lambda stage: gate.wait(30) if stage == "step 1" else None
+    gate = hold_at_step_1(engine)
     first = engine.submit(request())
     queued = engine.submit(request())
     queued.cancel()
