@@ -1,6 +1,6 @@
 """Wan Studio's engine: everything that touches torch and diffusers. Never imports gradio."""
 
-from .catalog import ModelSpec, builtin_specs, resolve_spec
+from .catalog import PRESETS_DIR, ModelSpec, builtin_specs, resolve_spec
 from .engine import APP_VERSION, Engine, ModelState, request_from_settings
 from .errors import ModelLoadError, OutputError, RequestError, StudioError
 from .events import (
@@ -18,6 +18,7 @@ from .events import (
     Ready,
     Step,
 )
+from .gallery import SavedVideo, list_videos
 from .jobs import Job
 from .memory import MODES as MEMORY_MODES
 from .output import read_settings
@@ -26,6 +27,7 @@ from .request import GenerationRequest, ValidRequest, validate
 __all__ = [
     "APP_VERSION",
     "MEMORY_MODES",
+    "PRESETS_DIR",
     "TERMINAL",
     "Cancelled",
     "Decoding",
@@ -46,10 +48,12 @@ __all__ = [
     "Queued",
     "Ready",
     "RequestError",
+    "SavedVideo",
     "Step",
     "StudioError",
     "ValidRequest",
     "builtin_specs",
+    "list_videos",
     "read_settings",
     "request_from_settings",
     "resolve_spec",

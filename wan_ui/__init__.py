@@ -1,5 +1,5 @@
-"""Gradio front end. Talks to the engine's public API only (a minimal page until the Studio UI lands)."""
+"""Gradio front end. Talks to the engine's public API only (wan_ui never reaches into engine internals)."""
 
-from .page import build
+from .page import CSS, build
 
-__all__ = ["build"]
+__all__ = ["CSS", "build"]

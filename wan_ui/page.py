@@ -1,57 +1,169 @@
-"""A minimal text/image-to-video page over the engine: prompt in, live preview and progress, video out."""
+"""The Studio page: header (model, state, device), the generation tabs, Prompt Refinement, Gallery, and the API."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
 import gradio as gr
 
-from engine import Cancelled, Done, Engine, Failed, GenerationRequest, Loading, Preview, Step, StudioError
+from engine import Engine, Failed, Loading, ModelLoadError, ModelSpec, Ready, builtin_specs, request_from_settings
+
+from .api import build_api
+from .gallery_tab import build_gallery, listing, wire_gallery
+from .generate_tab import GenerateTab, build_tab, serves
+from .progress import header_markdown, tiny_banner
+from .runs import Runs
+
+CSS = """
+.needs-model { padding: 8px 12px; border-radius: 8px; background: var(--color-accent-soft); }
+.job-status { min-height: 3em; }
+#studio-header h1 { margin-bottom: 0; }
+"""
+STATUS_EVERY_S = 2.0
 
 
-def _status(event) -> str | None:
-    if isinstance(event, Loading):
-        return f"Loading model: {event.message} ({event.fraction:.0%})"
-    if isinstance(event, Step):
-        eta = "" if event.eta is None else f", about {event.eta:.0f} s left"
-        return f"{event.phase}: step {event.index}/{event.total}, {event.elapsed:.0f} s{eta}"
-    if isinstance(event, Done):
-        return f"Done in {event.timings.get('total', 0):.1f} s, seed {event.seed}: {event.path}"
-    if isinstance(event, (Failed, Cancelled)):
-        return event.message
-    return None
+def model_choices(engine: Engine) -> list[tuple[str, str]]:
+    found = [(spec.label, model_id) for model_id, spec in builtin_specs().items()]
+    current = _spec(engine)
+    if current is not None and current.id not in builtin_specs():
+        found.insert(0, (current.label, current.id))
+    return found
 
 
-def build(engine: Engine) -> gr.Blocks:
-    state = engine.state()
-    with gr.Blocks(title="Wan Studio") as demo:
-        gr.Markdown(f"# Wan Studio\nModel: **{state.label}** on {state.device}")
-        if state.tiny:
-            gr.Markdown(
-                "The tiny offline model has random weights: its output is noise. "
-                "Run `python app.py --model ti2v-5b` on a GPU for real videos."
-            )
-        prompt = gr.Textbox(label="Prompt", lines=3)
-        image = gr.Image(label="Image (optional)", type="pil")
-        seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0)
-        run = gr.Button("Generate", variant="primary")
-        status = gr.Markdown()
-        preview = gr.Image(label="Preview", interactive=False)
-        video = gr.Video(label="Video", interactive=False)
+def _spec(engine: Engine) -> ModelSpec | None:
+    try:
+        return engine.spec
+    except ModelLoadError:
+        return None
 
-        def generate(text: str, picture, seed_value) -> Iterator[tuple]:
-            try:
-                job = engine.submit(GenerationRequest(prompt=text, image=picture, seed=int(seed_value)))
-            except StudioError as exc:
-                raise gr.Error(str(exc)) from None
-            for event in job.events(latest_preview_only=True):
-                line = _status(event)
-                if isinstance(event, Preview):
-                    yield gr.update(), event.frames[len(event.frames) // 2], gr.update()
-                elif isinstance(event, Done):
-                    yield line, gr.update(), event.path
-                elif line is not None:
-                    yield line, gr.update(), gr.update()
 
-        run.click(generate, [prompt, image, seed], [status, preview, video], concurrency_id="gpu")
+def build(engine: Engine, title: str = "Wan Studio", notice: str | None = None) -> gr.Blocks:
+    """The whole page over one engine; `notice` is a warning shown above everything (an open share link)."""
+    runs = Runs()
+    with gr.Blocks(title=title, delete_cache=(1800, 3600)) as demo:
+        with gr.Row(equal_height=True, elem_id="studio-header"):
+            with gr.Column(scale=3):
+                gr.Markdown(f"# {title}\nMake videos with Wan2.2 on your own GPU.")
+            with gr.Column(scale=4):
+                model = gr.Dropdown(
+                    model_choices(engine), value=engine.state().model, label="Model", elem_id="model-select"
+                )
+        if notice:
+            gr.Markdown(f"⚠️ **{notice}**", elem_id="studio-notice")
+        header = gr.Markdown(header_markdown(engine.state(), engine.queue_length()), elem_id="model-state")
+        banner = gr.Markdown(tiny_banner(engine.state()), visible=engine.state().tiny, elem_id="tiny-banner")
+        seen = gr.State(None)  # the model this page's controls were last set for
+        with gr.Tabs() as tabs:
+            with gr.Tab("Text to Video", id="t2v"):
+                t2v = build_tab("t2v", engine, runs, _spec(engine))
+            with gr.Tab("Image to Video", id="i2v"):
+                i2v = build_tab("i2v", engine, runs, _spec(engine))
+            with gr.Tab("Gallery", id="gallery") as gallery_tab:
+                gallery = build_gallery(engine)
+        build_api(engine, runs)
+        generate_tabs = {"t2v": t2v, "i2v": i2v}
+        _wire_models(demo, engine, model, header, banner, seen, generate_tabs)
+        wire_gallery(gallery, engine)
+        _wire_reuse(engine, gallery, generate_tabs, tabs)
+
+        def refresh_gallery():
+            return listing(engine)
+
+        gallery_tab.select(
+            refresh_gallery,
+            None,
+            [gallery.gallery, gallery.paths],
+            api_visibility="private",
+            concurrency_limit=None,
+            concurrency_id="gallery",
+        )
     return demo
+
+
+def _model_outputs(tabs: dict[str, GenerateTab]) -> list[Any]:
+    return [c for tab in tabs.values() for c in tab.model_outputs]
+
+
+def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[str, GenerateTab]) -> None:
+    controls = {"api_visibility": "private", "concurrency_limit": None, "concurrency_id": "status"}
+    outputs = [header, banner, model, seen, *_model_outputs(tabs)]
+
+    def page_state(last_seen: str | None, force: bool = False) -> dict[Any, Any]:
+        state = engine.state()
+        out: dict[Any, Any] = {
+            header: header_markdown(state, engine.queue_length()),
+            banner: gr.update(value=tiny_banner(state), visible=state.tiny),
+        }
+        spec = _spec(engine)
+        if spec is not None and (force or spec.id != last_seen):
+            out[model] = gr.update(choices=model_choices(engine), value=spec.id)
+            out[seen] = spec.id
+            for tab in tabs.values():
+                out.update(tab.model_updates(spec))
+        return out
+
+    demo.load(lambda: page_state(None, force=True), None, outputs, **controls)
+    gr.Timer(STATUS_EVERY_S).tick(page_state, seen, outputs, show_progress="hidden", **controls)
+
+    def switch(target: str, last_seen: str | None):
+        if not target:
+            yield page_state(last_seen)
+            return
+        job = engine.load_model(target)
+        for event in job.events():
+            if isinstance(event, Loading):
+                yield {header: f"Switching to **{target}** · {event.fraction:.0%} · {event.message}"}
+            elif isinstance(event, Failed):
+                out = page_state(last_seen, force=True)
+                out[header] = f"❌ Could not load **{target}**: {event.message}\n\nPick another model above."
+                yield out
+                gr.Warning(event.message, title="Model not loaded")
+            elif isinstance(event, Ready):
+                yield page_state(last_seen, force=True)
+
+    gpu = {"api_visibility": "private", "concurrency_limit": 1, "concurrency_id": "gpu", "show_progress": "minimal"}
+    model.input(switch, [model, seen], outputs, **gpu)
+    for mode, tab in tabs.items():
+        tab.switch.click(lambda last, m=mode: switch(_switch_target(engine, m), last), seen, outputs, **gpu)
+
+
+def _switch_target(engine: Engine, mode: str) -> str:
+    from .generate_tab import counterpart
+
+    spec = _spec(engine)
+    other = counterpart(mode, spec) if spec is not None else None
+    return other.id if other else ""
+
+
+def _wire_reuse(engine: Engine, gallery, tabs: dict[str, GenerateTab], tab_set: gr.Tabs) -> None:
+    from engine import list_videos
+
+    targets = [tab_set]
+    for tab in tabs.values():
+        targets += [tab.prompt, tab.style_words, tab.style, tab.negative, tab.width, tab.height, tab.size]
+        targets += [tab.frames, tab.duration, tab.fps, tab.steps, tab.quality, tab.guidance, tab.guidance_2]
+        targets += [tab.shift, tab.seed, tab.randomize, tab.extra, tab.status]
+
+    def reuse(path: str | None):
+        video = next((v for v in list_videos(engine.outputs) if str(v.path) == path), None)
+        if video is None or not video.settings:
+            raise gr.Error("Pick a video made by Wan Studio first.")
+        request = request_from_settings(video.settings).settings()
+        mode = "i2v" if video.from_image else "t2v"
+        spec = _spec(engine)
+        tab = tabs[mode]
+        out = tab.fill(request, spec) if spec is not None else {}
+        note = "Settings filled in from the video."
+        if mode == "i2v":
+            note += " Add the image again: the picture itself is not stored with the video."
+        if spec is not None and video.model != spec.id:
+            note += f" It was made with {video.model}; the studio now runs {spec.id}."
+        if spec is not None and not serves(mode, spec):
+            note += " Switch model above to generate it here."
+        out[tab.status] = note
+        out[tab_set] = gr.Tabs(selected=mode)
+        return out
+
+    gallery.reuse.click(
+        reuse, gallery.selected, targets, api_visibility="private", concurrency_limit=None, concurrency_id="gallery"
+    )

@@ -1,0 +1,134 @@
+"""The stable public endpoints for gradio_client and scripts: /text_to_video and /image_to_video.
+
+They are separate from the page's own (private) events so the page can change without breaking scripts. The
+parameter names are the function parameters below; None means the loaded model's default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+
+from engine import Engine, GenerationRequest
+
+from .runs import Runs, follow
+
+API_OUTPUTS = ("preview", "video", "seed", "status", "settings")
+
+
+def _request(
+    prompt, image, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, guidance_scale_2, shift, seed
+) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=prompt or "",
+        negative_prompt=negative_prompt or None,
+        image=image,
+        width=width,
+        height=height,
+        frames=num_frames,
+        fps=fps,
+        steps=steps,
+        guidance=guidance_scale,
+        guidance_2=guidance_scale_2,
+        shift=shift,
+        seed=-1 if seed is None else seed,
+        extra={"ui": {"tab": "api"}},
+    )
+
+
+def build_api(engine: Engine, runs: Runs) -> None:
+    """Hidden components and the two generation endpoints (call inside the open gr.Blocks)."""
+
+    def stream(req: GenerationRequest, request: gr.Request) -> Iterator[tuple]:
+        preview = None
+        for update in follow(engine, req, runs, f"{request.session_hash}:api"):
+            preview = update.preview or preview
+            yield preview, update.video, update.seed, update.status, update.settings
+
+    def text_to_video(
+        prompt: str,
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        num_frames: int | None = None,
+        fps: int | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        guidance_scale_2: float | None = None,
+        shift: float | None = None,
+        seed: int = -1,
+        request: gr.Request = None,
+    ) -> Iterator[tuple]:
+        """Make a video from text. Streams (preview, None, None, status, None), then (preview, video, seed, ...)."""
+        req = _request(
+            prompt,
+            None,
+            negative_prompt,
+            width,
+            height,
+            num_frames,
+            fps,
+            steps,
+            guidance_scale,
+            guidance_scale_2,
+            shift,
+            seed,
+        )
+        yield from stream(req, request)
+
+    def image_to_video(
+        image: str,
+        prompt: str = "",
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        num_frames: int | None = None,
+        fps: int | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        guidance_scale_2: float | None = None,
+        shift: float | None = None,
+        seed: int = -1,
+        request: gr.Request = None,
+    ) -> Iterator[tuple]:
+        """Animate an image. Streams like /text_to_video; the size follows the image's aspect at width x height."""
+        if not image:
+            raise gr.Error("Add an image to animate: image_to_video starts from a picture.")
+        req = _request(
+            prompt,
+            image,
+            negative_prompt,
+            width,
+            height,
+            num_frames,
+            fps,
+            steps,
+            guidance_scale,
+            guidance_scale_2,
+            shift,
+            seed,
+        )
+        yield from stream(req, request)
+
+    with gr.Group(visible=False):
+        prompt = gr.Textbox(label="prompt")
+        negative = gr.Textbox(label="negative_prompt (empty: the model's default)")
+        numbers = [
+            gr.Number(label=name, value=None)
+            for name in ("width", "height", "num_frames", "fps", "steps", "guidance_scale", "guidance_scale_2", "shift")
+        ]
+        seed = gr.Number(label="seed (-1: random)", value=-1, precision=0)
+        image = gr.Image(label="image", type="filepath")
+        outputs = [
+            gr.Image(label="preview", type="filepath"),
+            gr.Video(label="video"),
+            gr.Number(label="seed used", precision=0),
+            gr.Textbox(label="status"),
+            gr.JSON(label="settings"),
+        ]
+        t2v = gr.Button("text_to_video")
+        i2v = gr.Button("image_to_video")
+    common = {"concurrency_id": "gpu", "concurrency_limit": 1, "show_progress": "hidden"}
+    t2v.click(text_to_video, [prompt, negative, *numbers, seed], outputs, api_name="text_to_video", **common)
+    i2v.click(image_to_video, [image, prompt, negative, *numbers, seed], outputs, api_name="image_to_video", **common)

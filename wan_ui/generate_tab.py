@@ -1,0 +1,367 @@
+"""The Text to Video and Image to Video tabs: one builder, two modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from engine import Engine, GenerationRequest, ModelLoadError, ModelSpec, builtin_specs
+
+from . import choices
+from .runs import Runs, follow, status_markdown
+
+TAB_NAMES = {"t2v": "Text to Video", "i2v": "Image to Video"}
+
+
+def serves(mode: str, spec: ModelSpec) -> bool:
+    return spec.text_to_video if mode == "t2v" else spec.accepts_image
+
+
+def counterpart(mode: str, spec: ModelSpec) -> ModelSpec | None:
+    """The catalog model to offer when the loaded one can't serve this tab: same kind (tiny or real), MoE first."""
+    candidates = [s for s in builtin_specs().values() if serves(mode, s) and s.tiny == spec.tiny]
+    candidates.sort(key=lambda s: (s.moe != spec.moe, s.id))
+    return candidates[0] if candidates else None
+
+
+@dataclass
+class GenerateTab:
+    mode: str
+    needs: gr.Markdown
+    switch: gr.Button
+    image: gr.Image | None
+    prompt: gr.Textbox
+    size: gr.Dropdown
+    duration: gr.Dropdown
+    quality: gr.Radio
+    style: gr.Dropdown
+    style_words: gr.Textbox
+    negative: gr.Textbox
+    steps: gr.Slider
+    guidance: gr.Slider
+    guidance_2: gr.Slider
+    shift: gr.Slider
+    frames: gr.Slider
+    fps: gr.Slider
+    width: gr.Number
+    height: gr.Number
+    seed: gr.Number
+    randomize: gr.Checkbox
+    generate: gr.Button
+    stop: gr.Button
+    status: gr.Markdown
+    preview: gr.Image
+    video: gr.Video
+    settings: gr.JSON
+    extra: gr.State  # metadata to keep with the next video (the refiner's output), set by the refine wiring
+
+    @property
+    def request_inputs(self) -> list[Any]:
+        fields = [self.prompt, self.style_words, self.negative, self.width, self.height, self.frames, self.fps]
+        fields += [self.steps, self.guidance, self.guidance_2, self.shift, self.seed, self.randomize, self.extra]
+        return ([self.image] if self.image is not None else []) + fields
+
+    @property
+    def model_outputs(self) -> list[Any]:
+        return [
+            self.needs,
+            self.switch,
+            self.size,
+            self.duration,
+            self.quality,
+            self.negative,
+            self.steps,
+            self.guidance,
+            self.guidance_2,
+            self.shift,
+            self.frames,
+            self.fps,
+            self.width,
+            self.height,
+            self.generate,
+        ]
+
+    def model_updates(self, spec: ModelSpec) -> dict[Any, Any]:
+        """Every control that depends on the model, set to that model's choices and defaults."""
+        ok = serves(self.mode, spec)
+        other = None if ok else counterpart(self.mode, spec)
+        need = (
+            f"**{TAB_NAMES[self.mode]} needs another model.** {spec.label} can't make "
+            f"{'videos from text alone' if self.mode == 't2v' else 'videos from an image'}."
+        )
+        lim = spec.limits
+        frames_low = lim.frames[0] + (1 - lim.frames[0]) % 4
+        return {
+            self.needs: gr.update(value=need, visible=not ok),
+            self.switch: gr.update(value=f"Switch to {other.label}" if other else "", visible=other is not None),
+            self.size: gr.update(choices=choices.size_choices(spec), value=choices.size_value(spec.width, spec.height)),
+            self.duration: gr.update(choices=choices.duration_choices(spec), value=spec.frames),
+            self.quality: gr.update(value="standard"),
+            self.negative: gr.update(value=spec.negative_prompt),
+            self.steps: gr.update(minimum=lim.steps[0], maximum=lim.steps[1], value=spec.steps),
+            self.guidance: gr.update(minimum=lim.guidance[0], maximum=lim.guidance[1], value=spec.guidance),
+            self.guidance_2: gr.update(
+                minimum=lim.guidance[0],
+                maximum=lim.guidance[1],
+                value=spec.guidance_2 if spec.guidance_2 is not None else spec.guidance,
+                visible=spec.moe,
+            ),
+            self.shift: gr.update(minimum=lim.shift[0], maximum=lim.shift[1], value=spec.shift),
+            self.frames: gr.update(minimum=frames_low, maximum=lim.frames[1], value=spec.frames),
+            self.fps: gr.update(minimum=lim.fps[0], maximum=lim.fps[1], value=spec.fps),
+            self.width: gr.update(value=spec.width),
+            self.height: gr.update(value=spec.height),
+            self.generate: gr.update(interactive=ok),
+        }
+
+    def fill(self, request: dict[str, Any], spec: ModelSpec) -> dict[Any, Any]:
+        """Controls set from a saved video's request (Gallery's Reuse settings)."""
+        words = ((request.get("extra") or {}).get("ui") or {}).get("style_words", "")
+        prompt = ((request.get("extra") or {}).get("ui") or {}).get("user_prompt", request.get("prompt", ""))
+        steps = request.get("steps", spec.steps)
+        size = choices.size_value(request.get("width", spec.width), request.get("height", spec.height))
+        known_sizes = [v for _, v in choices.size_choices(spec)]
+        updates = {
+            self.prompt: prompt,
+            self.style_words: words,
+            self.style: next((s for s in choices.STYLES if words and choices.style_words(s) == words), "none"),
+            self.negative: request.get("negative_prompt", spec.negative_prompt),
+            self.width: request.get("width", spec.width),
+            self.height: request.get("height", spec.height),
+            self.size: size if size in known_sizes else None,
+            self.frames: request.get("frames", spec.frames),
+            self.duration: request.get("frames", spec.frames),
+            self.fps: request.get("fps", spec.fps),
+            self.steps: steps,
+            self.quality: choices.quality_for_steps(spec, steps),
+            self.guidance: request.get("guidance", spec.guidance),
+            self.shift: request.get("shift", spec.shift),
+            self.seed: request.get("seed", -1),
+            self.randomize: False,
+            self.extra: {},
+        }
+        if request.get("guidance_2") is not None:
+            updates[self.guidance_2] = request["guidance_2"]
+        return updates
+
+
+def _number(value: Any) -> Any:
+    return None if value is None or value == "" else value
+
+
+def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> GenerateTab:
+    """Lay out one generation tab and wire its events (inside an open gr.Tab)."""
+    base = spec or builtin_specs()["tiny-ti2v"]
+    with gr.Row(visible=True):
+        needs = gr.Markdown(visible=False, elem_classes=["needs-model"])
+        switch = gr.Button(visible=False, size="sm", variant="secondary", scale=0)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5):
+            image = None
+            if mode == "i2v":
+                image = gr.Image(
+                    label="Image to animate (required)",
+                    type="filepath",
+                    sources=["upload", "clipboard"],
+                    height=280,
+                    elem_id=f"{mode}-image",
+                )
+            prompt = gr.Textbox(
+                label="Prompt",
+                lines=4,
+                max_lines=12,
+                placeholder=(
+                    "Describe the scene and the motion: who or what, doing what, where; the camera and the light."
+                    if mode == "t2v"
+                    else "Describe the motion you want to see in the picture: what moves, how, and the camera."
+                ),
+                elem_id=f"{mode}-prompt",
+            )
+            with gr.Row():
+                size = gr.Dropdown(
+                    label="Size",
+                    info="Image to Video keeps the image's shape at this area" if mode == "i2v" else None,
+                    scale=2,
+                )
+                duration = gr.Dropdown(label="Duration", scale=2)
+            with gr.Row():
+                quality = gr.Radio(list(choices.QUALITIES), value="standard", label="Quality (steps)", scale=2)
+                style = gr.Dropdown(list(choices.STYLES), value="none", label="Style", scale=2)
+            style_words = gr.Textbox(
+                label="Style words (added to the end of the prompt)",
+                lines=1,
+                placeholder="none",
+                elem_id=f"{mode}-style",
+            )
+            with gr.Accordion("Advanced", open=False):
+                negative = gr.Textbox(label="Negative prompt (what to avoid)", lines=2, max_lines=6)
+                with gr.Row():
+                    steps = gr.Slider(1, 100, step=1, label="Steps")
+                    shift = gr.Slider(0.5, 20, step=0.5, label="Shift (noise schedule)")
+                with gr.Row():
+                    guidance = gr.Slider(0, 20, step=0.5, label="Guidance")
+                    guidance_2 = gr.Slider(0, 20, step=0.5, label="Guidance, low-noise expert")
+                with gr.Row():
+                    frames = gr.Slider(1, 241, step=4, label="Frames (4k+1)")
+                    fps = gr.Slider(1, 60, step=1, label="Frames per second")
+                with gr.Row():
+                    width = gr.Number(label="Width", precision=0, minimum=1)
+                    height = gr.Number(label="Height", precision=0, minimum=1)
+                with gr.Row():
+                    seed = gr.Number(label="Seed", value=-1, precision=0, minimum=-1, info="-1 picks one at random")
+                    randomize = gr.Checkbox(label="New random seed each run", value=True)
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}-generate")
+                stop = gr.Button("Stop", variant="stop", interactive=False, elem_id=f"{mode}-stop")
+        with gr.Column(scale=6):
+            status = gr.Markdown("Ready when you are.", elem_id=f"{mode}-status", elem_classes=["job-status"])
+            preview = gr.Image(
+                label="Live preview", interactive=False, height=300, elem_id=f"{mode}-preview", buttons=[]
+            )
+            video = gr.Video(label="Video", interactive=False, height=360, elem_id=f"{mode}-video")
+            with gr.Accordion("Settings of this video", open=False):
+                settings = gr.JSON(label=None, elem_id=f"{mode}-settings")
+    tab = GenerateTab(
+        mode,
+        needs,
+        switch,
+        image,
+        prompt,
+        size,
+        duration,
+        quality,
+        style,
+        style_words,
+        negative,
+        steps,
+        guidance,
+        guidance_2,
+        shift,
+        frames,
+        fps,
+        width,
+        height,
+        seed,
+        randomize,
+        generate,
+        stop,
+        status,
+        preview,
+        video,
+        settings,
+        gr.State({}),
+    )
+    _wire(tab, engine, runs, base)
+    return tab
+
+
+def _current_spec(engine: Engine) -> ModelSpec | None:
+    try:
+        return engine.spec
+    except ModelLoadError:
+        return None
+
+
+def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None:
+    private = {"api_visibility": "private", "queue": False}
+
+    def spec_now() -> ModelSpec:
+        return _current_spec(engine) or base
+
+    def on_size(value):
+        if not value:
+            return gr.skip(), gr.skip()
+        width, height = choices.parse_size(value)
+        return width, height
+
+    tab.size.input(on_size, tab.size, [tab.width, tab.height], **private)
+    tab.duration.input(lambda n: n if n else gr.skip(), tab.duration, tab.frames, **private)
+    tab.quality.input(lambda q: choices.quality_steps(spec_now(), q), tab.quality, tab.steps, **private)
+    tab.style.input(choices.style_words, tab.style, tab.style_words, **private)
+
+    def key_for(request: gr.Request) -> str:
+        return f"{request.session_hash}:{tab.mode}"
+
+    def on_start(request: gr.Request):
+        runs.arm(key_for(request))
+        return (
+            gr.Button(interactive=False),
+            gr.Button(interactive=True),
+            "Submitting…",
+            None,
+        )
+
+    def on_generate(*values, request: gr.Request):
+        values = list(values)
+        image = values.pop(0) if tab.image is not None else None
+        prompt, words, negative, width, height, frames, fps, steps, guidance, guidance_2, shift, seed, rand, extra = (
+            values
+        )
+        spec = spec_now()
+        if tab.mode == "i2v" and not image:
+            raise gr.Error("Add an image to animate: Image to Video starts from your picture.", title="No image")
+        ui_meta = {"tab": tab.mode, "user_prompt": prompt, "style_words": words}
+        req = GenerationRequest(
+            prompt=choices.compose_prompt(prompt, words),
+            negative_prompt=negative,
+            image=image,
+            width=_number(width),
+            height=_number(height),
+            frames=_number(frames),
+            fps=_number(fps),
+            steps=_number(steps),
+            guidance=_number(guidance),
+            guidance_2=_number(guidance_2) if spec.moe else None,
+            shift=_number(shift),
+            seed=-1 if rand else _number(seed) if _number(seed) is not None else -1,
+            extra={**(extra or {}), "ui": ui_meta},
+        )
+        for update in follow(engine, req, runs, key_for(request)):
+            out: dict[Any, Any] = {tab.status: status_markdown(update)}
+            if update.preview:
+                out[tab.preview] = update.preview
+            if update.video:
+                out[tab.video] = update.video
+                out[tab.settings] = update.settings
+            if update.seed is not None:
+                out[tab.seed] = update.seed
+            yield out
+
+    def on_end():
+        ok = serves(tab.mode, spec_now())
+        return gr.Button(interactive=ok), gr.Button(interactive=False)
+
+    def on_stop(request: gr.Request):
+        running = runs.stop(key_for(request))
+        return "Stopping: the job ends after the current step." if running else "Stopping before the job starts."
+
+    outputs = [tab.status, tab.preview, tab.video, tab.settings, tab.seed]
+    start = tab.generate.click(
+        on_start,
+        None,
+        [tab.generate, tab.stop, tab.status, tab.video],
+        api_visibility="private",
+        concurrency_limit=None,
+        concurrency_id="controls",
+    )
+    start.then(
+        on_generate,
+        tab.request_inputs,
+        outputs,
+        api_visibility="private",
+        concurrency_id="gpu",
+        concurrency_limit=1,
+        show_progress="minimal",
+    ).then(
+        on_end,
+        None,
+        [tab.generate, tab.stop],
+        api_visibility="private",
+        concurrency_limit=None,
+        concurrency_id="controls",
+    )
+    tab.stop.click(
+        on_stop, None, tab.status, api_visibility="private", concurrency_limit=None, concurrency_id="controls"
+    )

@@ -1,0 +1,67 @@
+"""What the page says while a job runs: one line per engine event, in the creator's words."""
+
+from __future__ import annotations
+
+from engine import Cancelled, Decoding, Done, Failed, Loading, ModelState, Notice, Queued, Ready, Step
+
+PHASES = {"high-noise": "High-noise expert", "low-noise": "Low-noise expert", "denoise": "Denoising"}
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "…"
+    seconds = max(0, int(round(seconds)))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def status_line(event: object) -> str | None:
+    """A short status for an event, or None when the event changes nothing the user reads."""
+    if isinstance(event, Queued):
+        if event.position == 0:
+            return "Starting…"
+        return f"Waiting in the studio queue: {event.position} job{'s' if event.position > 1 else ''} ahead."
+    if isinstance(event, Loading):
+        return f"Loading the model ({event.fraction:.0%}): {event.message}"
+    if isinstance(event, Step):
+        eta = "" if event.eta is None else f" · about {clock(event.eta)} left"
+        phase = PHASES.get(event.phase, event.phase)
+        return f"{phase} · step {event.index}/{event.total} · {clock(event.elapsed)} elapsed{eta}"
+    if isinstance(event, Decoding):
+        return f"Decoding · {event.done}/{event.total} latent frames"
+    if isinstance(event, Done):
+        total = event.timings.get("total", 0.0)
+        return f"Done in {clock(total)} · seed {event.seed}"
+    if isinstance(event, Ready):
+        return f"Model ready · memory mode {event.memory}"
+    if isinstance(event, (Failed, Cancelled)):
+        return event.message
+    if isinstance(event, Notice):
+        return event.message
+    return None
+
+
+STATE_ICONS = {"not loaded": "○", "loading": "◐", "ready": "●", "failed": "✕"}
+
+
+def header_markdown(state: ModelState, queue: int) -> str:
+    """The header's status line: model, its state, memory mode and device."""
+    icon = STATE_ICONS.get(state.state, "")
+    what = {
+        "not loaded": "not loaded yet (loads on first use)",
+        "loading": f"loading: {state.message}" if state.message else "loading",
+        "ready": "ready",
+        "failed": f"failed: {state.message}",
+    }.get(state.state, state.state)
+    memory = state.memory + (f" ({state.memory_reason})" if state.memory_reason else "")
+    jobs = "idle" if queue == 0 else f"{queue} job{'s' if queue > 1 else ''} running or waiting"
+    return f"**{state.label}** {icon} {what}  \nMemory mode: {memory} · Device: {state.device} · Queue: {jobs}"
+
+
+def tiny_banner(state: ModelState) -> str:
+    return (
+        "⚠️ **Offline demo model.** Its weights are random, so every video is coloured noise. It is here so the "
+        "studio runs anywhere without downloads. For real videos start the studio on a GPU with "
+        "`python app.py --model ti2v-5b` (24 GB or more; the A14B models want 48 GB or more, or offloading)."
+    )

@@ -1,0 +1,139 @@
+"""Following one generation for the page or the API: submit, turn engine events into updates, honour Stop.
+
+Disconnect policy: when the browser (or API client) goes away mid-job, the job is NOT cancelled. It completes,
+and its video and settings land in the outputs folder and the Gallery. Only the Stop button cancels.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from engine import (
+    Cancelled,
+    Decoding,
+    Done,
+    Engine,
+    Failed,
+    Frames,
+    GenerationRequest,
+    Job,
+    Notice,
+    Preview,
+    Queued,
+    StudioError,
+)
+
+from .media import PreviewFiles
+from .progress import status_line
+
+STATUS_EVERY_S = 0.15  # plain progress lines are coalesced; previews, frames and the end always go out
+
+
+class Runs:
+    """The job each page session runs, per tab, so that Stop can reach it (Stop may arrive before the job)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._stopped: set[str] = set()
+
+    def arm(self, key: str) -> None:
+        with self._lock:
+            self._stopped.discard(key)
+
+    def attach(self, key: str, job: Job) -> None:
+        with self._lock:
+            self._jobs[key] = job
+            if key in self._stopped:
+                job.cancel()
+
+    def detach(self, key: str, job: Job) -> None:
+        with self._lock:
+            if self._jobs.get(key) is job:
+                del self._jobs[key]
+
+    def stop(self, key: str) -> bool:
+        """Cancel the session's job; True when one was running or queued in the engine."""
+        with self._lock:
+            self._stopped.add(key)
+            job = self._jobs.get(key)
+        if job is not None:
+            job.cancel()
+        return job is not None
+
+    def stop_requested(self, key: str) -> bool:
+        with self._lock:
+            return key in self._stopped
+
+
+@dataclass
+class Update:
+    status: str
+    preview: str | None = None  # a new preview file, when there is one
+    video: str | None = None
+    settings: dict[str, Any] | None = None
+    seed: int | None = None
+    notices: list[str] = field(default_factory=list)
+    finished: bool = False
+
+
+def status_markdown(update: Update) -> str:
+    lines = [update.status]
+    lines += [f"- {n}" for n in update.notices]
+    return "\n".join(lines)
+
+
+def follow(engine: Engine, request: GenerationRequest, runs: Runs, key: str) -> Iterator[Update]:
+    """Submit the request and yield updates until it ends. Bad input raises gr.Error in the user's words."""
+    if runs.stop_requested(key):
+        yield Update("Stopped before it started; nothing was saved.", finished=True)
+        return
+    try:
+        job = engine.submit(request)
+    except StudioError as exc:
+        raise gr.Error(str(exc), title="Can't start this video") from None
+    runs.attach(key, job)
+    previews = PreviewFiles()
+    notices: list[str] = []
+    decoded: list = []
+    fps = job.valid.request.fps
+    last_status = 0.0
+    line = "Starting…"
+    try:
+        for event in job.events(latest_preview_only=True):
+            if isinstance(event, Notice):
+                notices.append(event.message)
+                continue
+            line = status_line(event) or line  # a preview keeps the step line it follows
+            if isinstance(event, Preview):
+                path = previews.animation(event.frames, fps / 4)  # a latent frame spans 4 video frames
+                yield Update(line, preview=path, notices=notices)
+            elif isinstance(event, Frames):
+                decoded.extend(previews.thumbnail(f) for f in event.frames[::2])  # every other frame is enough
+            elif isinstance(event, Decoding):
+                path = previews.animation(decoded, fps / 2) if decoded else None
+                yield Update(line, preview=path, notices=notices)
+            elif isinstance(event, Done):
+                yield Update(
+                    line, video=event.path, settings=event.settings, seed=event.seed, notices=notices, finished=True
+                )
+            elif isinstance(event, Cancelled):
+                yield Update(event.message, notices=notices, finished=True)
+            elif isinstance(event, Failed):
+                yield Update(f"❌ {event.message}", notices=notices, finished=True)
+                raise gr.Error(event.message, title="The video failed")
+            else:
+                now = time.monotonic()
+                if isinstance(event, Queued) or now - last_status >= STATUS_EVERY_S:
+                    last_status = now
+                    yield Update(line, notices=notices)
+    finally:
+        # the page or client may be gone (generator closed): the job goes on and its video is kept
+        runs.detach(key, job)
+        previews.close()
