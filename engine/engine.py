@@ -26,11 +26,22 @@ from .decode import denormalize, stream_decode
 from .errors import ModelLoadError, OutputError, RequestError, StudioError
 from .jobs import Job
 from .loading import load_pipeline
-from .memory import ExpertSwitch, MemoryPlan, apply_memory, component_bytes, decode_needs_tiling, free_vram, plan_memory
+from .memory import (
+    ExpertSwitch,
+    MemoryPlan,
+    apply_memory,
+    component_bytes,
+    decode_needs_tiling,
+    free_vram,
+    load_peaks,
+    plan_memory,
+    planning_size,
+)
 from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug, to_uint8
 from .pipeline_call import pipeline_kwargs, set_shift
 from .preview import denoised_estimate, latents_to_rgb
 from .request import GenerationRequest, validate
+from .speed import SpeedOptions, SpeedState, apply_compile, apply_speed
 
 log = logging.getLogger("wan_studio.engine")
 APP_VERSION = "0.1.0"
@@ -67,10 +78,13 @@ class Engine:
         device: str | None = None,
         preview_every: int = 1,
         revision: str | None = None,
+        speed: SpeedOptions | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.memory_requested = memory
         plan_memory(memory, torch.device("cpu"), {}, None, False)  # refuses an unknown mode at once
+        self.speed = speed or SpeedOptions()  # applied at the next load (see engine/speed.py)
+        self._speed_state: SpeedState | None = None
         self.outputs = Path(outputs)
         self.preview_every = max(0, int(preview_every))
         self.fault_injector: Callable[[str], None] | None = None  # test seam: called at each stage with its name
@@ -147,10 +161,13 @@ class Engine:
         check_outputs_dir(self.outputs)
         return self._enqueue(Job("generate", valid))
 
-    def load_model(self, model: str | None = None, memory: str | None = None) -> Job:
-        """Queue a (re)load: switching frees the old model before the new one loads. Ends with Ready or Failed."""
+    def load_model(self, model: str | None = None, memory: str | None = None, speed: SpeedOptions | None = None) -> Job:
+        """Queue a (re)load: switching frees the old model before the new one loads. Ends with Ready or Failed.
+
+        New speed options or a new memory mode reload the current model: both are applied once, at load.
+        """
         job = Job("load")
-        job.target = (model, memory)
+        job.target = (model, memory, speed)
         return self._enqueue(job)
 
     def queue_length(self) -> int:
@@ -221,19 +238,22 @@ class Engine:
     # ----- loading --------------------------------------------------------------------------------------------
 
     def _unload(self) -> None:
-        self._pipe = self._i2v_view = self._switch = self._plan = None
+        self._pipe = self._i2v_view = self._switch = self._plan = self._speed_state = None
         self._state, self._state_message = "not loaded", ""
         self._release_memory()
 
     def _run_load(self, job: Job) -> None:
-        model, memory = job.target
+        model, memory, speed = job.target
         if memory is not None:
             plan_memory(memory, torch.device("cpu"), {}, None, False)
             self.memory_requested = memory
+        new_speed = speed is not None and speed != self.speed
+        if new_speed:
+            self.speed = speed
         if model is not None and model != self._model_name:
             self._unload()
             self._model_name, self._spec, self._revision = model, None, None
-        elif memory is not None and self._pipe is not None:
+        elif (memory is not None or new_speed) and self._pipe is not None:
             self._unload()
         try:
             self._ensure_loaded(job)
@@ -257,12 +277,24 @@ class Engine:
             pipe = load_pipeline(spec, self.device, report)
             if spec.boundary is not None and pipe.config.get("boundary_ratio") != spec.boundary:
                 pipe.register_to_config(boundary_ratio=spec.boundary)
+            speed = apply_speed(pipe, self.speed, self.device)
+            for notice in speed.notices:
+                job.emit(ev.Notice(job.id, notice))
             plan = plan_memory(
-                self.memory_requested, self.device, component_bytes(pipe), free_vram(self.device), spec.moe
+                self.memory_requested,
+                self.device,
+                component_bytes(pipe),
+                free_vram(self.device),
+                spec.moe,
+                model=spec.id,
+                size=planning_size(spec, job.valid.request if job.valid is not None else None),
+                peaks=load_peaks(),
+                fp8=speed.fp8,
             )
             report("memory", 0.97, f"memory mode {plan.mode}: {plan.reason}")
             log.info("memory mode %s: %s", plan.mode, plan.reason)
             apply_memory(pipe, plan, self.device)
+            apply_compile(pipe, self.speed, speed)
         except ModelLoadError as exc:
             self._state, self._state_message = "failed", str(exc.for_model(self._model_name))
             raise
@@ -273,7 +305,7 @@ class Engine:
                 "it does not fit in memory", "Try --memory group or sequential, or a smaller model", spec.id
             ) from None
         pipe._callback_tensor_inputs = list(pipe._callback_tensor_inputs) + _CALLBACK_TENSORS
-        self._pipe, self._plan = pipe, plan
+        self._pipe, self._plan, self._speed_state = pipe, plan, speed
         self._switch = ExpertSwitch(pipe, plan, self.device)
         self._state, self._state_message = "ready", ""
         report("ready", 1.0, f"{spec.label} ready on {self.device_name()}")
@@ -481,6 +513,7 @@ class Engine:
             "request": valid.request.settings(),
             "image": None if valid.image is None else {"width": valid.image.width, "height": valid.image.height},
             "memory": {"mode": self._plan.mode, "reason": self._plan.reason},
+            "speed": self._speed_state.settings() if self._speed_state else None,
             "device": self.device_name(),
             "notices": list(valid.notices),
             "timings": dict(timings),

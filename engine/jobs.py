@@ -17,7 +17,7 @@ class Job:
         self.id = next(_ids)
         self.kind = kind  # "generate" or "load"
         self.valid = valid  # ValidRequest for generate jobs
-        self.target: tuple[str | None, str | None] = (None, None)  # (model, memory) for load jobs
+        self.target: tuple[str | None, str | None, Any] = (None, None, None)  # (model, memory, speed) for loads
         self._events: list[Event] = []
         self._cond = threading.Condition()
         self._cancel = threading.Event()

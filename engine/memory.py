@@ -4,12 +4,16 @@ none: everything on the GPU (for MoE, only the active expert; the other waits in
 model: diffusers model CPU offload (one whole component on the GPU at a time);
 group: diffusers group offloading with CUDA streams (leaf level for transformers, block level for the text encoder);
 sequential: diffusers sequential CPU offload (least VRAM, slowest);
-auto: picks from free VRAM and the model's size, and says which and why.
+auto: the fastest mode whose peak for this model and size (presets/memory_peaks.json, from the GPU benchmark) plus a
+      margin fits the free VRAM; without a table entry, a rule on the weights' sizes. It says which and why.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,6 +21,8 @@ MODES = ("auto", "none", "model", "group", "sequential")
 GIB = 1024**3
 # Room kept free for activations, the CUDA context and fragmentation on top of the resident weights.
 HEADROOM_BYTES = 6 * GIB
+PEAKS_FILE = Path(__file__).resolve().parent.parent / "presets" / "memory_peaks.json"
+FASTEST_FIRST = ("none", "model", "group", "sequential")  # when the table has no measured times to compare
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,98 @@ def component_bytes(pipe) -> dict[str, int]:
     return sizes
 
 
+def load_peaks(path: str | Path | None = None) -> dict[str, Any]:
+    """The table of peak GPU memory per model, mode and size (see presets/memory_peaks.json); empty if unreadable."""
+    try:
+        with open(path or PEAKS_FILE, encoding="utf-8") as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        return {"entries": []}
+    return table if isinstance(table.get("entries"), list) else {"entries": []}
+
+
+def _volume(entry: dict[str, Any]) -> int:
+    return int(entry["width"]) * int(entry["height"]) * int(entry["frames"])
+
+
+def peak_for(
+    peaks: dict[str, Any], model: str, mode: str, size: tuple[int, int, int], fp8: bool = False
+) -> tuple[float, dict[str, Any]] | None:
+    """(peak GiB for this size, the entry it came from), or None when the table has nothing for this model and mode.
+
+    Peaks grow with the number of latent tokens, i.e. with width x height x frames whatever the orientation: the
+    smallest entry at least as large is used as is; beyond the largest, the part above the resident weights is
+    scaled by the volume. An fp8 entry is used for fp8 weights when there is one, else the bf16 entry (fp8 only
+    lowers the peak).
+    """
+    rows = [e for e in peaks.get("entries", []) if e.get("model") == model and e.get("mode") == mode]
+    if fp8 and any(e.get("fp8") for e in rows):
+        rows = [e for e in rows if e.get("fp8")]
+    else:
+        rows = [e for e in rows if not e.get("fp8")]
+    if not rows:
+        return None
+    volume = size[0] * size[1] * size[2]
+    larger = [e for e in rows if _volume(e) >= volume]
+    if larger:
+        entry = min(larger, key=_volume)
+        return float(entry["peak_gib"]), entry
+    entry = max(rows, key=_volume)
+    weights = float(entry.get("weights_gib", 0.0))
+    return weights + (float(entry["peak_gib"]) - weights) * volume / _volume(entry), entry
+
+
+def _plan_from_peaks(
+    peaks: dict[str, Any], model: str, size: tuple[int, int, int], free: int, fp8: bool
+) -> MemoryPlan | None:
+    margin_gib = float(peaks.get("margin_gib", 2.0))
+    margin_fraction = float(peaks.get("margin_fraction", 0.08))
+    free_gib = free / GIB
+    found = {m: p for m in FASTEST_FIRST if (p := peak_for(peaks, model, m, size, fp8)) is not None}
+    if not found:
+        return None
+    fits = []
+    for mode, (peak, entry) in found.items():
+        need = peak * (1 + margin_fraction) + margin_gib
+        if need <= free_gib:
+            fits.append((mode, peak, need, entry))
+    where = f"{model} at {size[0]}x{size[1]}x{size[2]}"
+    if not fits:
+        least = min(found, key=lambda m: found[m][0])
+        return MemoryPlan(
+            "sequential",
+            f"{where}: no mode's peak fits {free_gib:.1f} GiB free (least: {least} at {found[least][0]:.1f} GiB); "
+            "sequential offload, the slowest, needs the least",
+        )
+    timed = all(e.get("step_s") for _m, _p, _n, e in fits)
+    mode, peak, need, entry = min(fits, key=lambda f: f[3]["step_s"]) if timed else fits[0]
+    source = entry.get("source", "estimate")
+    faster = [m for m in FASTEST_FIRST[: FASTEST_FIRST.index(mode)] if m in found]
+    why_not = f"; {', '.join(faster)} would not fit" if faster else ""
+    return MemoryPlan(
+        mode,
+        f"{where}: mode {mode} peaks at about {peak:.1f} GiB ({source}); with margin {need:.1f} GiB "
+        f"<= {free_gib:.1f} GiB free{why_not}",
+    )
+
+
 def plan_memory(
-    requested: str, device: torch.device, sizes: dict[str, int], free_bytes: int | None, moe: bool
+    requested: str,
+    device: torch.device,
+    sizes: dict[str, int],
+    free_bytes: int | None,
+    moe: bool,
+    *,
+    model: str | None = None,
+    size: tuple[int, int, int] | None = None,
+    peaks: dict[str, Any] | None = None,
+    fp8: bool = False,
 ) -> MemoryPlan:
-    """Choose the memory mode. Pure: everything it decides from is in its arguments."""
+    """Choose the memory mode. Pure: everything it decides from is in its arguments.
+
+    With a model id, a (width, height, frames) size and a peaks table (load_peaks()), auto picks the fastest mode
+    whose peak plus a margin fits; otherwise, or when the table has no entry, the rule on the weights' sizes.
+    """
     if requested not in MODES:
         raise ValueError(f"memory mode must be one of {', '.join(MODES)}; got {requested!r}")
     if device.type != "cuda":
@@ -50,6 +144,10 @@ def plan_memory(
     if requested != "auto":
         return MemoryPlan(requested, "chosen by the user")
     free = free_bytes or 0
+    if model and size and peaks:
+        plan = _plan_from_peaks(peaks, model, size, free, fp8)
+        if plan is not None:
+            return plan
     experts = [sizes.get(n, 0) for n in ("transformer", "transformer_2")]
     resident = sum(sizes.values()) - (min(experts) if moe else 0)
     largest = max(sizes.values(), default=0)
@@ -65,11 +163,24 @@ def plan_memory(
     return MemoryPlan("sequential", f"only {gib(free)} free: sequential offload (slowest, least VRAM)")
 
 
+def planning_size(spec, request=None) -> tuple[int, int, int]:
+    """The size to plan memory for: the model's default size, or the request's when it is larger (more tokens)."""
+    default = (spec.width, spec.height, spec.frames)
+    if request is None or not all((request.width, request.height, request.frames)):
+        return default
+    asked = (int(request.width), int(request.height), int(request.frames))
+    return asked if asked[0] * asked[1] * asked[2] > default[0] * default[1] * default[2] else default
+
+
 def free_vram(device: torch.device) -> int | None:
+    """Free bytes on the GPU, within the per-process limit when one is set (set_per_process_memory_fraction)."""
     if device.type != "cuda":
         return None
-    free, _total = torch.cuda.mem_get_info(device)
-    return free
+    free, total = torch.cuda.mem_get_info(device)
+    fraction = torch.cuda.get_per_process_memory_fraction(device)
+    if fraction < 1.0:
+        free = min(free, int(fraction * total) - torch.cuda.memory_reserved(device))
+    return max(0, free)
 
 
 def apply_memory(pipe, plan: MemoryPlan, device: torch.device) -> None:
