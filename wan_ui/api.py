@@ -1,4 +1,4 @@
-"""The stable public endpoints for gradio_client and scripts: /text_to_video and /image_to_video.
+"""The stable public endpoints for gradio_client and scripts: /text_to_video, /image_to_video and /stop.
 
 They are separate from the page's own (private) events so the page can change without breaking scripts. The
 parameter names are the function parameters below; None means the loaded model's default.
@@ -42,7 +42,9 @@ def build_api(engine: Engine, runs: Runs) -> None:
 
     def stream(req: GenerationRequest, request: gr.Request) -> Iterator[tuple]:
         preview = None
-        for update in follow(engine, req, runs, f"{request.session_hash}:api"):
+        key = f"{request.session_hash}:api"
+        runs.arm(key)  # a /stop sent while nothing ran must not stop this new call
+        for update in follow(engine, req, runs, key):
             preview = update.preview or preview
             yield preview, update.video, update.seed, update.status, update.settings
 
@@ -79,7 +81,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
 
     def image_to_video(
         image: str,
-        prompt: str = "",
+        prompt: str,
         negative_prompt: str | None = None,
         width: int | None = None,
         height: int | None = None,
@@ -129,6 +131,16 @@ def build_api(engine: Engine, runs: Runs) -> None:
         ]
         t2v = gr.Button("text_to_video")
         i2v = gr.Button("image_to_video")
+        stop_button = gr.Button("stop")
+        stop_status = gr.Textbox(label="status")
+
+    def stop(request: gr.Request = None) -> str:
+        """Stop this client's running or waiting generation (it ends after the current step; nothing is saved)."""
+        if runs.stop(f"{request.session_hash}:api"):
+            return "Stopping: the job ends after the current step."
+        return "Nothing of yours is running."
+
+    stop_button.click(stop, None, stop_status, api_name="stop", concurrency_limit=None, concurrency_id="controls")
     common = {"concurrency_id": "gpu", "concurrency_limit": 1, "show_progress": "hidden"}
     t2v.click(text_to_video, [prompt, negative, *numbers, seed], outputs, api_name="text_to_video", **common)
     i2v.click(image_to_video, [image, prompt, negative, *numbers, seed], outputs, api_name="image_to_video", **common)

@@ -293,12 +293,24 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
             None,
         )
 
-    def on_generate(*values, request: gr.Request):
-        values = list(values)
-        image = values.pop(0) if tab.image is not None else None
-        prompt, words, negative, width, height, frames, fps, steps, guidance, guidance_2, shift, seed, rand, extra = (
-            values
-        )
+    def on_generate(
+        image,
+        prompt,
+        words,
+        negative,
+        width,
+        height,
+        frames,
+        fps,
+        steps,
+        guidance,
+        guidance_2,
+        shift,
+        seed,
+        rand,
+        extra,
+        request: gr.Request,
+    ):
         spec = spec_now()
         if tab.mode == "i2v" and not image:
             raise gr.Error("Add an image to animate: Image to Video starts from your picture.", title="No image")
@@ -337,6 +349,42 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         running = runs.stop(key_for(request))
         return "Stopping: the job ends after the current step." if running else "Stopping before the job starts."
 
+    def on_generate_text(
+        prompt,
+        words,
+        negative,
+        width,
+        height,
+        frames,
+        fps,
+        steps,
+        guidance,
+        guidance_2,
+        shift,
+        seed,
+        rand,
+        extra,
+        request: gr.Request,
+    ):  # the Text to Video tab has no image input
+        yield from on_generate(
+            None,
+            prompt,
+            words,
+            negative,
+            width,
+            height,
+            frames,
+            fps,
+            steps,
+            guidance,
+            guidance_2,
+            shift,
+            seed,
+            rand,
+            extra,
+            request,
+        )
+
     outputs = [tab.status, tab.preview, tab.video, tab.settings, tab.seed]
     start = tab.generate.click(
         on_start,
@@ -347,7 +395,7 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         concurrency_id="controls",
     )
     start.then(
-        on_generate,
+        on_generate if tab.image is not None else on_generate_text,
         tab.request_inputs,
         outputs,
         api_visibility="private",

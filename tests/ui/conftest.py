@@ -1,0 +1,69 @@
+"""The app as a user starts it: `python app.py` in its own process on 127.0.0.1, with the tiny offline model."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningApp:
+    url: str
+    outputs: Path
+    process: subprocess.Popen
+
+    def client(self, **kwargs):
+        from gradio_client import Client
+
+        return Client(self.url, verbose=False, **kwargs)
+
+
+def start_app(outputs: Path, *flags: str, timeout: float = 120) -> RunningApp:
+    port = free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    command = [sys.executable, "app.py", "--model", "tiny-ti2v", "--port", str(port), "--outputs", str(outputs)]
+    proc = subprocess.Popen(
+        [*command, *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"app exited early:\n{proc.stdout.read()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return RunningApp(f"http://127.0.0.1:{port}/", outputs, proc)
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"app did not start within {timeout} s")
+
+
+def stop_app(app: RunningApp) -> None:
+    app.process.terminate()
+    try:
+        app.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        app.process.kill()
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory) -> RunningApp:
+    """One studio for the UI tests (they share its queue and outputs folder, as users of one studio do)."""
+    running = start_app(tmp_path_factory.mktemp("app-outputs"), "--queue-size", "8")
+    yield running
+    stop_app(running)
