@@ -16,18 +16,21 @@ from .events import (
     Preview,
     Queued,
     Ready,
+    Refined,
     Step,
 )
 from .gallery import SavedVideo, list_videos
 from .jobs import Job
 from .memory import MODES as MEMORY_MODES
 from .output import read_settings
+from .refine import REFINE_BACKENDS, PromptRefiner, RefinedPrompt, RefineError, RefinerConfig
 from .request import GenerationRequest, ValidRequest, validate
 
 __all__ = [
     "APP_VERSION",
     "MEMORY_MODES",
     "PRESETS_DIR",
+    "REFINE_BACKENDS",
     "TERMINAL",
     "Cancelled",
     "Decoding",
@@ -45,8 +48,13 @@ __all__ = [
     "Notice",
     "OutputError",
     "Preview",
+    "PromptRefiner",
     "Queued",
     "Ready",
+    "RefineError",
+    "Refined",
+    "RefinedPrompt",
+    "RefinerConfig",
     "RequestError",
     "SavedVideo",
     "Step",

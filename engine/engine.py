@@ -40,6 +40,7 @@ from .memory import (
 from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug, to_uint8
 from .pipeline_call import pipeline_kwargs, set_shift
 from .preview import denoised_estimate, latents_to_rgb
+from .refine import PromptRefiner, RefineError
 from .request import GenerationRequest, validate
 from .speed import SpeedOptions, SpeedState, apply_compile, apply_speed
 
@@ -170,6 +171,31 @@ class Engine:
         job.target = (model, memory, speed)
         return self._enqueue(job)
 
+    def refine(
+        self,
+        refiner: PromptRefiner,
+        prompt: str,
+        image: Any = None,
+        language: str = "en",
+        mode: str = "t2v",
+        backend: str | None = None,
+        style: str | None = None,
+    ) -> Job:
+        """Refine a prompt as a job that ends with Refined(result) (Failed when there is nothing to refine).
+
+        The local backend computes on the GPU, so its job queues on the worker behind video jobs and is told the
+        video model's memory plan (the LLM leaves the GPU afterwards unless both fit). Rules and openai need no GPU:
+        they start at once on their own thread, even while a video renders.
+        """
+        job = Job("refine")
+        arguments = dict(prompt=prompt, image=image, language=language, mode=mode, backend=backend, style=style)
+        job.payload = (refiner, arguments)
+        if refiner.uses_device(backend):
+            return self._enqueue(job)
+        job.emit(ev.Queued(job.id, 0))
+        threading.Thread(target=self._run_refine, args=(job,), name=f"wan-studio-refine-{job.id}", daemon=True).start()
+        return job
+
     def queue_length(self) -> int:
         with self._lock:
             return len(self._pending) + (1 if self._running else 0)
@@ -224,6 +250,8 @@ class Engine:
             try:
                 if job.kind == "load":
                     self._run_load(job)
+                elif job.kind == "refine":
+                    self._run_refine(job)
                 else:
                     self._run_generate(job)
             except BaseException as exc:  # noqa: BLE001 - the worker must survive anything a job does
@@ -232,8 +260,33 @@ class Engine:
             finally:
                 with self._lock:
                     self._running = None
-                if not job.finished or not isinstance(job.wait(0), (ev.Done, ev.Ready)):
+                if not job.finished or not isinstance(job.wait(0), (ev.Done, ev.Ready, ev.Refined)):
                     self._release_memory()  # a failed or stopped job may leave tensors in reference cycles
+
+    # ----- refining -------------------------------------------------------------------------------------------
+
+    def _run_refine(self, job: Job) -> None:
+        refiner, arguments = job.payload
+        job.started.set()
+        plan = self._plan.mode if self._pipe is not None and self._plan is not None else None
+        try:
+            result = refiner.refine(
+                **arguments,
+                video_plan=plan,
+                should_stop=lambda: job.cancel_requested,
+                status=lambda message: job.emit(ev.Notice(job.id, message)),
+            )
+        except (RefineError, RequestError, ValueError) as exc:
+            job.emit(ev.Failed(job.id, str(exc), "request"))
+            return
+        except Exception as exc:  # noqa: BLE001 - on its own thread nothing else would end this job
+            log.exception("refine job %s failed", job.id)
+            job.emit(ev.Failed(job.id, f"Refinement failed: {exc.__class__.__name__}: {exc}"))
+            return
+        if job.cancel_requested:
+            job.emit(ev.Cancelled(job.id, "Refinement stopped."))
+        else:
+            job.emit(ev.Refined(job.id, result))
 
     # ----- loading --------------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Typed events a job emits, in this order: Queued*, Loading*, Notice*, (Step, Preview?)*, Decoding/Frames*, then
-exactly one of Done, Failed, Cancelled (a load job ends with Ready instead of Done)."""
+exactly one of Done, Failed, Cancelled (a load job ends with Ready instead of Done, a refine job with Refined)."""
 
 from __future__ import annotations
 
@@ -87,4 +87,11 @@ class Ready(Event):
     reason: str
 
 
-TERMINAL = (Done, Ready, Failed, Cancelled)
+@dataclass(frozen=True)
+class Refined(Event):
+    """End of a refine job: the refined prompt (a RefinedPrompt; after a fallback its notice says why)."""
+
+    result: Any
+
+
+TERMINAL = (Done, Ready, Refined, Failed, Cancelled)

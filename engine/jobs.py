@@ -15,7 +15,7 @@ _ids = itertools.count(1)
 class Job:
     def __init__(self, kind: str, valid: Any = None):
         self.id = next(_ids)
-        self.kind = kind  # "generate" or "load"
+        self.kind = kind  # "generate", "load" or "refine"
         self.valid = valid  # ValidRequest for generate jobs
         self.target: tuple[str | None, str | None, Any] = (None, None, None)  # (model, memory, speed) for loads
         self._events: list[Event] = []
@@ -23,6 +23,7 @@ class Job:
         self._cancel = threading.Event()
         self.started = threading.Event()
         self.position = 0  # jobs ahead when last reported
+        self.payload: Any = None  # (refiner, arguments) for refine jobs
 
     @property
     def seed(self) -> int | None:
