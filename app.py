@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine import MEMORY_MODES, Engine
+from engine import MEMORY_MODES, REFINE_BACKENDS, Engine, PromptRefiner, RefinerConfig
 
 SHARE_WARNING = (
     "This studio is shared WITHOUT a password: anyone with the link can use your GPU and see every video in "
@@ -51,6 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outputs", default=env("WAN_OUTPUTS", "outputs"))
     p.add_argument("--queue-size", type=int, default=int(env("WAN_QUEUE_SIZE", "16")), help="jobs waiting at most")
     p.add_argument("--max-upload", default=env("WAN_MAX_UPLOAD", "25mb"), help="largest upload (e.g. 25mb)")
+    p.add_argument("--refine-backend", choices=REFINE_BACKENDS, help="default prompt refiner (WAN_REFINE_BACKEND)")
+    p.add_argument("--refine-model", help="chat LLM for the local refiner: Hub id or folder (WAN_REFINE_MODEL)")
+    p.add_argument(
+        "--openai-base-url",
+        help="OpenAI-compatible server for the openai refiner, e.g. http://127.0.0.1:11434/v1 (WAN_OPENAI_BASE_URL); "
+        "its key is read from WAN_OPENAI_API_KEY or OPENAI_API_KEY only, so it never shows in the process list",
+    )
+    p.add_argument("--openai-model", help="model name on that server (WAN_OPENAI_MODEL)")
     p.add_argument(
         "--preload",
         action="store_true",
@@ -101,7 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     outputs = os.path.abspath(args.outputs)
     os.makedirs(outputs, exist_ok=True)
     gr.set_static_paths([outputs])  # finished videos are served in place, not copied into Gradio's cache
-    demo = build(engine, notice=notice)
+    config = RefinerConfig.from_env(
+        backend=args.refine_backend,
+        local_model=args.refine_model,
+        openai_base_url=args.openai_base_url,
+        openai_model=args.openai_model,
+    )
+    demo = build(engine, refiner=PromptRefiner(config, device=engine.device), notice=notice)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1, api_open=False).launch(
         server_name=args.host,
         server_port=args.port,

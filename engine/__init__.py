@@ -24,6 +24,7 @@ from .jobs import Job
 from .memory import MODES as MEMORY_MODES
 from .output import read_settings
 from .refine import REFINE_BACKENDS, PromptRefiner, RefinedPrompt, RefineError, RefinerConfig
+from .refine.presets import style_names, style_words
 from .request import GenerationRequest, ValidRequest, validate
 
 __all__ = [
@@ -65,5 +66,7 @@ __all__ = [
     "read_settings",
     "request_from_settings",
     "resolve_spec",
+    "style_names",
+    "style_words",
     "validate",
 ]

@@ -6,7 +6,8 @@ import json
 from functools import cache
 from typing import Any
 
-from engine import PRESETS_DIR, ModelSpec
+from engine import PRESETS_DIR, ModelSpec, style_names
+from engine import style_words as preset_style_words
 
 
 @cache
@@ -69,11 +70,17 @@ def quality_for_steps(spec: ModelSpec, steps: int) -> str | None:
     return next((q for q in QUALITIES if quality_steps(spec, q) == steps), None)
 
 
-STYLES = tuple(ui_presets()["styles"])
+STYLES = ("none", *style_names("en"))  # the refiner's style presets (presets/refine/rules.json), shared
+
+
+def style_choices() -> list[tuple[str, str]]:
+    return [("None", "none"), *((label, key) for key, label in style_names("en").items())]
 
 
 def style_words(style: str | None) -> str:
-    return ui_presets()["styles"].get(style or "none", "")
+    if not style or style == "none":
+        return ""
+    return preset_style_words(style, "en")[0] or ""
 
 
 def compose_prompt(prompt: str, words: str) -> str:
@@ -83,4 +90,4 @@ def compose_prompt(prompt: str, words: str) -> str:
         return prompt
     if not prompt:
         return words
-    return f"{prompt.rstrip('.,;')}, {words}"
+    return f"{prompt.rstrip(' .,;')}. {words}"

@@ -56,6 +56,13 @@ class GenerateTab:
     video: gr.Video
     settings: gr.JSON
     extra: gr.State  # metadata to keep with the next video (the refiner's output), set by the refine wiring
+    refine: gr.Button
+    refined: gr.Textbox
+    refined_about: gr.Markdown
+    refined_row: gr.Row
+    use_refined: gr.Button
+    dismiss_refined: gr.Button
+    pending: gr.State  # the refinement shown but not yet accepted
 
     @property
     def request_inputs(self) -> list[Any]:
@@ -140,7 +147,7 @@ class GenerateTab:
             self.shift: request.get("shift", spec.shift),
             self.seed: request.get("seed", -1),
             self.randomize: False,
-            self.extra: {},
+            self.extra: {k: v for k, v in (request.get("extra") or {}).items() if k != "ui"},
         }
         if request.get("guidance_2") is not None:
             updates[self.guidance_2] = request["guidance_2"]
@@ -168,17 +175,29 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                     height=280,
                     elem_id=f"{mode}-image",
                 )
-            prompt = gr.Textbox(
-                label="Prompt",
-                lines=4,
-                max_lines=12,
-                placeholder=(
-                    "Describe the scene and the motion: who or what, doing what, where; the camera and the light."
-                    if mode == "t2v"
-                    else "Describe the motion you want to see in the picture: what moves, how, and the camera."
-                ),
-                elem_id=f"{mode}-prompt",
+            with gr.Row(equal_height=True):
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    lines=4,
+                    max_lines=12,
+                    placeholder=(
+                        "Describe the scene and the motion: who or what, doing what, where; the camera and the light."
+                        if mode == "t2v"
+                        else "Describe the motion you want to see in the picture: what moves, how, and the camera."
+                    ),
+                    elem_id=f"{mode}-prompt",
+                    scale=6,
+                )
+                refine = gr.Button("✨ Refine", scale=1, min_width=90, elem_id=f"{mode}-refine")
+            refined = gr.Textbox(
+                label="Refined prompt (edit, then use it)", lines=5, visible=False, elem_id=f"{mode}-refined"
             )
+            refined_about = gr.Markdown(visible=False)
+            with gr.Row(visible=False) as refined_row:
+                use_refined = gr.Button(
+                    "Use refined prompt", variant="primary", size="sm", elem_id=f"{mode}-use-refined"
+                )
+                dismiss_refined = gr.Button("Keep mine", size="sm")
             with gr.Row():
                 size = gr.Dropdown(
                     label="Size",
@@ -188,7 +207,7 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                 duration = gr.Dropdown(label="Duration", scale=2)
             with gr.Row():
                 quality = gr.Radio(list(choices.QUALITIES), value="standard", label="Quality (steps)", scale=2)
-                style = gr.Dropdown(list(choices.STYLES), value="none", label="Style", scale=2)
+                style = gr.Dropdown(choices.style_choices(), value="none", label="Style", scale=2)
             style_words = gr.Textbox(
                 label="Style words (added to the end of the prompt)",
                 lines=1,
@@ -224,34 +243,41 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
             with gr.Accordion("Settings of this video", open=False):
                 settings = gr.JSON(label=None, elem_id=f"{mode}-settings")
     tab = GenerateTab(
-        mode,
-        needs,
-        switch,
-        image,
-        prompt,
-        size,
-        duration,
-        quality,
-        style,
-        style_words,
-        negative,
-        steps,
-        guidance,
-        guidance_2,
-        shift,
-        frames,
-        fps,
-        width,
-        height,
-        seed,
-        randomize,
-        generate,
-        stop,
-        status,
-        preview,
-        video,
-        settings,
-        gr.State({}),
+        mode=mode,
+        needs=needs,
+        switch=switch,
+        image=image,
+        prompt=prompt,
+        size=size,
+        duration=duration,
+        quality=quality,
+        style=style,
+        style_words=style_words,
+        negative=negative,
+        steps=steps,
+        guidance=guidance,
+        guidance_2=guidance_2,
+        shift=shift,
+        frames=frames,
+        fps=fps,
+        width=width,
+        height=height,
+        seed=seed,
+        randomize=randomize,
+        generate=generate,
+        stop=stop,
+        status=status,
+        preview=preview,
+        video=video,
+        settings=settings,
+        refine=refine,
+        refined=refined,
+        refined_about=refined_about,
+        refined_row=refined_row,
+        use_refined=use_refined,
+        dismiss_refined=dismiss_refined,
+        extra=gr.State({}),
+        pending=gr.State(None),
     )
     _wire(tab, engine, runs, base)
     return tab
@@ -315,6 +341,9 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         if tab.mode == "i2v" and not image:
             raise gr.Error("Add an image to animate: Image to Video starts from your picture.", title="No image")
         ui_meta = {"tab": tab.mode, "user_prompt": prompt, "style_words": words}
+        refined = (extra or {}).get("refined_prompt")
+        if refined and refined.get("text") != prompt:
+            ui_meta["edited_after_refining"] = True
         req = GenerationRequest(
             prompt=choices.compose_prompt(prompt, words),
             negative_prompt=negative,

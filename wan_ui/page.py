@@ -6,12 +6,23 @@ from typing import Any
 
 import gradio as gr
 
-from engine import Engine, Failed, Loading, ModelLoadError, ModelSpec, Ready, builtin_specs, request_from_settings
+from engine import (
+    Engine,
+    Failed,
+    Loading,
+    ModelLoadError,
+    ModelSpec,
+    PromptRefiner,
+    Ready,
+    builtin_specs,
+    request_from_settings,
+)
 
 from .api import build_api
 from .gallery_tab import build_gallery, listing, wire_gallery
 from .generate_tab import GenerateTab, build_tab, serves
 from .progress import header_markdown, tiny_banner
+from .refine_tab import build_refine_api, build_refine_tab, wire_refine
 from .runs import Runs
 
 CSS = """
@@ -37,9 +48,12 @@ def _spec(engine: Engine) -> ModelSpec | None:
         return None
 
 
-def build(engine: Engine, title: str = "Wan Studio", notice: str | None = None) -> gr.Blocks:
+def build(
+    engine: Engine, refiner: PromptRefiner | None = None, title: str = "Wan Studio", notice: str | None = None
+) -> gr.Blocks:
     """The whole page over one engine; `notice` is a warning shown above everything (an open share link)."""
     runs = Runs()
+    refiner = refiner or PromptRefiner(device=engine.device)
     with gr.Blocks(title=title, delete_cache=(1800, 3600)) as demo:
         with gr.Row(equal_height=True, elem_id="studio-header"):
             with gr.Column(scale=3):
@@ -58,12 +72,16 @@ def build(engine: Engine, title: str = "Wan Studio", notice: str | None = None) 
                 t2v = build_tab("t2v", engine, runs, _spec(engine))
             with gr.Tab("Image to Video", id="i2v"):
                 i2v = build_tab("i2v", engine, runs, _spec(engine))
+            with gr.Tab("Prompt Refinement", id="refine"):
+                refine = build_refine_tab(refiner)
             with gr.Tab("Gallery", id="gallery") as gallery_tab:
                 gallery = build_gallery(engine)
         build_api(engine, runs)
+        build_refine_api(engine, refiner)
         generate_tabs = {"t2v": t2v, "i2v": i2v}
         _wire_models(demo, engine, model, header, banner, seen, generate_tabs)
         wire_gallery(gallery, engine)
+        wire_refine(refine, engine, refiner, generate_tabs, tabs)
         _wire_reuse(engine, gallery, generate_tabs, tabs)
 
         def refresh_gallery():

@@ -1,0 +1,196 @@
+"""Prompt refinement on the page: the Prompt Refinement tab, the Refine buttons of the generation tabs, and the
+/refine_prompt endpoint. Refinement runs through Engine.refine so a local LLM never competes with a video job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from engine import REFINE_BACKENDS, Engine, PromptRefiner, Refined, RefinedPrompt, StudioError
+
+from . import choices
+
+LANGUAGES = [("English", "en"), ("中文 (Chinese)", "zh")]
+
+
+def run_refine(
+    engine: Engine, refiner: PromptRefiner, prompt: str, image: Any, backend: str, language: str, mode: str,
+    style: str | None = None,
+) -> RefinedPrompt:  # fmt: skip
+    """Refine through the engine and wait; raises gr.Error with the reason when there is nothing to refine."""
+    try:
+        job = engine.refine(refiner, prompt or "", image=image, language=language, mode=mode, backend=backend,
+                            style=None if style in (None, "", "none") else style)  # fmt: skip
+    except (StudioError, ValueError) as exc:
+        raise gr.Error(str(exc), title="Can't refine") from None
+    end = job.wait()
+    if isinstance(end, Refined):
+        return end.result
+    raise gr.Error(getattr(end, "message", "Refinement stopped."), title="Can't refine")
+
+
+def describe(result: RefinedPrompt) -> str:
+    words = len(result.text.split()) if result.language == "en" else len(result.text)
+    unit = "words" if result.language == "en" else "characters"
+    made = f"Written by **{result.backend}**" + (f" ({result.model})" if result.model else "")
+    seconds = sum(result.timings.values()) if result.timings else 0.0
+    lines = [f"{made} · {words} {unit} · {seconds:.1f} s"]
+    if result.notice:
+        lines.append(f"⚠️ {result.notice}" if result.fell_back else result.notice)
+    return "  \n".join(lines)
+
+
+def backend_choices(refiner: PromptRefiner) -> list[tuple[str, str]]:
+    status = refiner.backend_status()
+    labels = {"rules": "Rules (offline, instant)", "local": "Local LLM", "openai": "OpenAI-compatible server"}
+    return [(labels[b] + ("" if status.get(b) is None else " (not set up)"), b) for b in REFINE_BACKENDS]
+
+
+def backend_help(refiner: PromptRefiner) -> str:
+    lines = [f"- **{name}**: {why}" for name, why in refiner.backend_status().items() if why]
+    if not lines:
+        return "All refiners are available."
+    return "A refiner that isn't set up falls back to the offline rules:\n" + "\n".join(lines)
+
+
+@dataclass
+class RefineTab:
+    prompt: gr.Textbox
+    image: gr.Image
+    backend: gr.Radio
+    language: gr.Radio
+    mode: gr.Radio
+    style: gr.Dropdown
+    run: gr.Button
+    refined: gr.Textbox
+    about: gr.Markdown
+    to_t2v: gr.Button
+    to_i2v: gr.Button
+    meta: gr.State
+
+
+def build_refine_tab(refiner: PromptRefiner) -> RefineTab:
+    gr.Markdown(
+        "Wan2.2 follows long, concrete prompts best: shot size, camera angle and movement, light, time of day, "
+        "colour and step-by-step motion. Type a short idea; the refiner writes the long version for you to edit."
+    )
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            prompt = gr.Textbox(label="Your idea", lines=4, elem_id="refine-prompt")
+            image = gr.Image(label="Image (optional, for Image to Video)", type="filepath", height=200)
+            with gr.Row():
+                default = refiner.config.backend if refiner.config.backend in REFINE_BACKENDS else "rules"
+                backend = gr.Radio(backend_choices(refiner), value=default, label="Refiner", elem_id="refine-backend")
+                language = gr.Radio(LANGUAGES, value="en", label="Write the prompt in")
+            with gr.Row():
+                mode = gr.Radio([("Text to Video", "t2v"), ("Image to Video", "i2v")], value="t2v", label="For")
+                style = gr.Dropdown(choices.style_choices(), value="none", label="Style")
+            gr.Markdown(backend_help(refiner))
+            run = gr.Button("Refine", variant="primary", elem_id="refine-run")
+        with gr.Column():
+            refined = gr.Textbox(label="Refined prompt (edit freely)", lines=10, elem_id="refine-result")
+            about = gr.Markdown()
+            with gr.Row():
+                to_t2v = gr.Button("Use in Text to Video", elem_id="refine-to-t2v")
+                to_i2v = gr.Button("Use in Image to Video", elem_id="refine-to-i2v")
+    return RefineTab(prompt, image, backend, language, mode, style, run, refined, about, to_t2v, to_i2v, gr.State())
+
+
+def refined_extra(meta: dict | None, original: str) -> dict[str, Any]:
+    """What a generation keeps about the refinement (GenerationRequest.extra)."""
+    return {} if not meta else {"refined_prompt": meta, "original_prompt": original}
+
+
+def wire_refine(tab: RefineTab, engine: Engine, refiner: PromptRefiner, generate_tabs: dict, tab_set) -> None:
+    events = {"api_visibility": "private", "concurrency_limit": 4, "concurrency_id": "refine"}
+
+    def refine(prompt, image, backend, language, mode, style):
+        result = run_refine(engine, refiner, prompt, image, backend, language, mode, style)
+        return result.text, describe(result), result.as_metadata()
+
+    tab.run.click(
+        refine, [tab.prompt, tab.image, tab.backend, tab.language, tab.mode, tab.style],
+        [tab.refined, tab.about, tab.meta], **events,
+    )  # fmt: skip
+
+    def send(mode: str):
+        target = generate_tabs[mode]
+
+        def go(text, meta, original, image):
+            if not (text or "").strip():
+                raise gr.Error("Refine a prompt first (or type one in the box).")
+            out = {target.prompt: text, target.extra: refined_extra(meta, original), tab_set: gr.Tabs(selected=mode)}
+            if mode == "i2v" and image:
+                out[target.image] = image
+            return out
+
+        outputs = [target.prompt, target.extra, tab_set] + ([target.image] if target.image is not None else [])
+        return go, outputs
+
+    for mode, button in (("t2v", tab.to_t2v), ("i2v", tab.to_i2v)):
+        fn, outputs = send(mode)
+        button.click(fn, [tab.refined, tab.meta, tab.prompt, tab.image], outputs, **events)
+
+    for mode, gen in generate_tabs.items():
+        _wire_inline(gen, mode, engine, refiner, tab)
+
+
+def _wire_inline(gen, mode: str, engine: Engine, refiner: PromptRefiner, tab: RefineTab) -> None:
+    """The Refine button beside a tab's prompt: the result appears below for the user to use or dismiss."""
+    events = {"api_visibility": "private", "concurrency_limit": 4, "concurrency_id": "refine"}
+    inputs = [gen.prompt, gen.image] if gen.image is not None else [gen.prompt]
+
+    def refine(prompt, *rest):
+        image = rest[0] if gen.image is not None else None
+        backend, language, style = rest[-3:]
+        result = run_refine(engine, refiner, prompt, image, backend, language, mode, style)
+        return (
+            gr.update(value=result.text, visible=True),
+            gr.update(value=describe(result), visible=True),
+            gr.update(visible=True),
+            {"meta": result.as_metadata(), "original": prompt},
+        )
+
+    gen.refine.click(
+        refine, [*inputs, tab.backend, tab.language, gen.style],
+        [gen.refined, gen.refined_about, gen.refined_row, gen.pending], **events,
+    )  # fmt: skip
+
+    def accept(text, pending):
+        pending = pending or {}
+        hide = gr.update(visible=False)
+        return text, refined_extra(pending.get("meta"), pending.get("original", "")), hide, hide, hide
+
+    gen.use_refined.click(
+        accept, [gen.refined, gen.pending], [gen.prompt, gen.extra, gen.refined, gen.refined_about, gen.refined_row],
+        **events,
+    )  # fmt: skip
+    hide = gr.update(visible=False)
+    gen.dismiss_refined.click(
+        lambda: (hide, hide, hide), None, [gen.refined, gen.refined_about, gen.refined_row], **events
+    )
+
+
+def build_refine_api(engine: Engine, refiner: PromptRefiner) -> None:
+    """/refine_prompt(prompt, image=None, backend=..., language="en") -> (refined prompt, details)."""
+
+    def refine_prompt(
+        prompt: str, image: str | None = None, backend: str = refiner.config.backend, language: str = "en"
+    ) -> tuple[str, dict]:
+        """Refine a short idea into a Wan2.2 prompt (Image to Video style when an image is given)."""
+        mode = "i2v" if image else "t2v"
+        result = run_refine(engine, refiner, prompt, image, backend, language, mode)
+        return result.text, result.as_metadata()
+
+    with gr.Group(visible=False):
+        inputs = [
+            gr.Textbox(label="prompt"),
+            gr.Image(label="image", type="filepath"),
+            gr.Textbox(label="backend", value=refiner.config.backend),
+            gr.Textbox(label="language", value="en"),
+        ]
+        outputs = [gr.Textbox(label="refined prompt"), gr.JSON(label="details")]
+        button = gr.Button("refine_prompt")
+    button.click(refine_prompt, inputs, outputs, api_name="refine_prompt", concurrency_limit=4, concurrency_id="refine")
