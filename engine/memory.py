@@ -177,7 +177,8 @@ def free_vram(device: torch.device) -> int | None:
     if device.type != "cuda":
         return None
     free, total = torch.cuda.mem_get_info(device)
-    fraction = torch.cuda.get_per_process_memory_fraction(device)
+    getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)  # torch >= 2.8
+    fraction = getter(device) if getter else 1.0
     if fraction < 1.0:
         free = min(free, int(fraction * total) - torch.cuda.memory_reserved(device))
     return max(0, free)
@@ -259,7 +260,7 @@ def decode_needs_tiling(device: torch.device, width: int, height: int) -> str | 
     """A reason to tile the VAE decode when it would not fit in free VRAM; None when it fits (always on CPU)."""
     if device.type != "cuda":
         return None
-    free, _ = torch.cuda.mem_get_info(device)
+    free = free_vram(device) or 0  # within a per-process limit, when one is set
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     need = VAE_DECODE_BYTES_PER_PIXEL * width * height
     if need <= free:
