@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"WARNING: {SHARE_WARNING}", file=sys.stderr)
     model = default_model() if args.model == "auto" else args.model
     engine = Engine(model=model, memory=args.memory, outputs=args.outputs)
-    if args.preload:
+    from wan_ui import zerogpu
+
+    if args.preload or zerogpu.active():  # on ZeroGPU the weights must be placed before the first GPU call
         engine.load_model()
     import gradio as gr
 

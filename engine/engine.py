@@ -162,6 +162,20 @@ class Engine:
         check_outputs_dir(self.outputs)
         return self._enqueue(Job("generate", valid))
 
+    def run_here(self, request: GenerationRequest) -> Job:
+        """Validate, then run the generation on a new thread of this process, outside the worker's queue.
+
+        For hosts where the GPU exists only inside one function call (Hugging Face ZeroGPU forks a process per
+        call, and the worker thread is not in it); the caller serializes calls. Raises like submit().
+        """
+        valid = validate(request, self.spec)
+        check_outputs_dir(self.outputs)
+        job = Job("generate", valid)
+        job.emit(ev.Queued(job.id, 0))
+        job.started.set()
+        threading.Thread(target=self._run_generate, args=(job,), name=f"wan-studio-here-{job.id}", daemon=True).start()
+        return job
+
     def load_model(self, model: str | None = None, memory: str | None = None, speed: SpeedOptions | None = None) -> Job:
         """Queue a (re)load: switching frees the old model before the new one loads. Ends with Ready or Failed.
 

@@ -175,7 +175,7 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                     height=280,
                     elem_id=f"{mode}-image",
                 )
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False):
                 prompt = gr.Textbox(
                     label="Prompt",
                     lines=4,
@@ -188,7 +188,7 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                     elem_id=f"{mode}-prompt",
                     scale=6,
                 )
-                refine = gr.Button("✨ Refine", scale=1, min_width=90, elem_id=f"{mode}-refine")
+                refine = gr.Button("Refine", scale=0, min_width=110, size="md", elem_id=f"{mode}-refine")
             refined = gr.Textbox(
                 label="Refined prompt (edit, then use it)", lines=5, visible=False, elem_id=f"{mode}-refined"
             )

@@ -27,8 +27,10 @@ from engine import (
     Preview,
     Queued,
     StudioError,
+    validate,
 )
 
+from . import zerogpu
 from .media import PreviewFiles
 from .progress import status_line
 
@@ -94,19 +96,25 @@ def follow(engine: Engine, request: GenerationRequest, runs: Runs, key: str) -> 
     if runs.stop_requested(key):
         yield Update("Stopped before it started; nothing was saved.", finished=True)
         return
+    job = None
     try:
-        job = engine.submit(request)
+        if zerogpu.active():  # the job runs in ZeroGPU's process; Stop can't reach it there
+            fps = validate(request, engine.spec).request.fps  # refuse bad input before asking for a GPU
+            events = zerogpu.gpu_events(engine)(request)
+        else:
+            job = engine.submit(request)
+            runs.attach(key, job)
+            fps = job.valid.request.fps
+            events = job.events(latest_preview_only=True)
     except StudioError as exc:
         raise gr.Error(str(exc), title="Can't start this video") from None
-    runs.attach(key, job)
     previews = PreviewFiles()
     notices: list[str] = []
     decoded: list = []
-    fps = job.valid.request.fps
     last_status = 0.0
     line = "Starting…"
     try:
-        for event in job.events(latest_preview_only=True):
+        for event in events:
             if isinstance(event, Notice):
                 notices.append(event.message)
                 continue
@@ -135,5 +143,6 @@ def follow(engine: Engine, request: GenerationRequest, runs: Runs, key: str) -> 
                     yield Update(line, notices=notices)
     finally:
         # the page or client may be gone (generator closed): the job goes on and its video is kept
-        runs.detach(key, job)
+        if job is not None:
+            runs.detach(key, job)
         previews.close()

@@ -1,0 +1,96 @@
+"""A real browser on the page: Debian's Chromium driven by Playwright. Screenshots of every tab are saved under
+test-artifacts/ (or $WAN_TEST_ARTIFACTS) for a person to look at."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("WAN_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    page.goto(app.url)
+    page.wait_for_selector("#model-state")
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_a_prompt_shows_a_live_preview_then_a_playable_video(page):
+    shot(page, "01-text-to-video")
+    page.fill("#t2v-prompt textarea", "a kite over a windy beach")
+    page.click("#t2v-generate")
+    page.wait_for_selector("#t2v-preview img")
+    assert page.locator("#t2v-video video").count() == 0, "the video arrived before any preview"
+    shot(page, "02-text-to-video-running")
+    page.wait_for_selector("#t2v-video video")
+    duration = page.wait_for_function(
+        "() => { const v = document.querySelector('#t2v-video video'); return v && v.duration > 0 && v.duration; }"
+    ).json_value()
+    assert duration > 0
+    assert "seed" in page.inner_text("#t2v-status")
+    shot(page, "03-text-to-video-done")
+
+
+def test_every_tab_renders(page):
+    for name, tab in [("04-image-to-video", "Image to Video"), ("05-prompt-refinement", "Prompt Refinement")]:
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_timeout(500)
+        shot(page, name)
+
+
+def test_a_refined_prompt_goes_to_the_text_to_video_tab(page):
+    page.get_by_role("tab", name="Prompt Refinement").click()
+    page.fill("#refine-prompt textarea", "a cat naps in a sunny window")
+    page.click("#refine-run")
+    page.wait_for_function("() => document.querySelector('#refine-result textarea').value.length > 200")
+    refined = page.input_value("#refine-result textarea")
+    assert "cat" in refined.lower()
+    shot(page, "06-prompt-refined")
+    page.click("#refine-to-t2v")
+    page.wait_for_function(
+        "(text) => document.querySelector('#t2v-prompt textarea').value === text", arg=refined
+    )
+
+
+def test_the_gallery_lists_an_api_video_and_reuse_fills_the_tab(page, app):
+    app.client().predict(prompt="a lighthouse made through the api", seed=4242, api_name="/text_to_video")
+    page.get_by_role("tab", name="Gallery").click()
+    item = page.locator("#gallery").get_by_text("a lighthouse made through the api · seed 4242")
+    item.wait_for()
+    shot(page, "07-gallery")
+    item.click()
+    page.wait_for_function("() => document.querySelector('#gallery-about').innerText.includes('4242')")
+    page.click("#gallery-reuse")
+    page.wait_for_function(
+        "() => document.querySelector('#t2v-prompt textarea').value === 'a lighthouse made through the api'"
+    )
+    assert page.get_by_role("tab", name="Text to Video").get_attribute("aria-selected") == "true"
+    shot(page, "08-reused-settings")
