@@ -1,0 +1,45 @@
+"""Launch flags that guard a shared studio: logins, and no open share link by accident."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from app import read_logins
+
+from .conftest import ROOT, start_app, stop_app
+
+
+def test_logins_come_from_the_flags_and_the_auth_file(tmp_path):
+    auth_file = tmp_path / "logins.txt"
+    auth_file.write_text("# team\nana:s3cret\n\nbo:pa:ss\n", encoding="utf-8")
+    assert read_logins(["cy:pw"], str(auth_file)) == [("cy", "pw"), ("ana", "s3cret"), ("bo", "pa:ss")]
+
+
+def test_a_login_without_a_password_is_refused_without_echoing_it():
+    with pytest.raises(SystemExit, match="USER:PASSWORD") as caught:
+        read_logins(["ana"], None)
+    assert "ana:" not in str(caught.value)
+
+
+def test_share_without_a_login_refuses_to_start():
+    result = subprocess.run(
+        [sys.executable, "app.py", "--share", "--port", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "Refusing to --share without a login" in result.stderr
+
+
+def test_with_a_login_the_api_needs_the_credentials(tmp_path):
+    app = start_app(tmp_path / "outputs", "--auth", "ana:s3cret")
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its own error types for a refused login
+            app.client()
+        with pytest.raises(Exception):  # noqa: B017
+            app.client(auth=("ana", "wrong"))
+        text, details = app.client(auth=("ana", "s3cret")).predict(prompt="a kite", api_name="/refine_prompt")
+        assert "kite" in text.lower() and details["backend"] == "rules"
+    finally:
+        stop_app(app)
