@@ -852,9 +852,9 @@ def selected(only: str | None) -> list[tuple[str, float]]:
     if not only:
         return list(DEFAULT_SWEEP)
     wanted = [s.strip() for s in only.split(",") if s.strip()]
-    pool = DEFAULT_SWEEP + [(n, 60.0) for n in OPTIONAL]
-    exact = [(n, t) for n, t in pool if n in wanted]
-    return exact or [(n, t) for n, t in pool if any(w in n for w in wanted)]
+    exact = [(n, t) for n, t in DEFAULT_SWEEP + [(n, 60.0) for n in OPTIONAL] if n in wanted]
+    # a substring (a family like "5b" or "a14b") picks from the default sweep; optional variants go by exact name
+    return exact or [(n, t) for n, t in DEFAULT_SWEEP if any(w in n for w in wanted)]
 
 
 def _meta(args: argparse.Namespace, argv: list[str], device: torch.device) -> dict[str, Any]:
@@ -882,7 +882,7 @@ def _meta(args: argparse.Namespace, argv: list[str], device: torch.device) -> di
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", choices=("full", "tiny"), default="full")
-    p.add_argument("--only", help="comma-separated variant names or substrings (default: the default sweep)")
+    p.add_argument("--only", help="comma-separated variant names, or substrings of default-sweep names (e.g. 5b)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps run per variant (full: 3; tiny: 2)")
     p.add_argument("--cache-steps", type=int, default=None, help="steps of each First Block Cache run (full: 10)")
     p.add_argument("--time-budget", type=float, default=540.0, help="seconds; later variants are skipped")
