@@ -125,8 +125,9 @@ class PromptRefiner:
         should_stop: Callable[[], bool] | None = None,
         status: Callable[[str], None] | None = None,
     ) -> RefinedPrompt:
-        """Refine `prompt` (image: PIL, path or array, used in i2v mode). Raises RefineError only when there is
-        nothing to refine; a failing backend falls back to rules with fell_back=True and the reason in `notice`.
+        """Refine `prompt` (image: PIL, path or array, used in i2v mode). A failing backend falls back to rules with
+        fell_back=True and the reason in `notice`; raises only for nothing to refine (RefineError), an unreadable
+        image (RequestError) or an unknown backend, language or mode (ValueError).
 
         Keyword-only arguments are for Engine.refine: the video model's memory plan, a cancel check, status lines.
         """
