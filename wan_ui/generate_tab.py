@@ -102,7 +102,7 @@ class GenerateTab:
         frames_low = lim.frames[0] + (1 - lim.frames[0]) % 4
         return {
             self.needs: gr.update(value=need, visible=not ok),
-            self.switch: gr.update(value=f"Switch to {other.label}" if other else "", visible=other is not None),
+            self.switch: gr.update(value=f"Switch to {other.id}" if other else "", visible=other is not None),
             self.size: gr.update(choices=choices.size_choices(spec), value=choices.size_value(spec.width, spec.height)),
             self.duration: gr.update(choices=choices.duration_choices(spec), value=spec.frames),
             self.quality: gr.update(value="standard"),
@@ -162,8 +162,8 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
     """Lay out one generation tab and wire its events (inside an open gr.Tab)."""
     base = spec or builtin_specs()["tiny-ti2v"]
     with gr.Row(visible=True):
-        needs = gr.Markdown(visible=False, elem_classes=["needs-model"])
-        switch = gr.Button(visible=False, size="sm", variant="secondary", scale=0)
+        needs = gr.Markdown(visible=False, elem_classes=["needs-model"], elem_id=f"{mode}-needs")
+        switch = gr.Button(visible=False, size="sm", variant="secondary", scale=0, elem_id=f"{mode}-switch")
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
             image = None
@@ -221,7 +221,9 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                     shift = gr.Slider(0.5, 20, step=0.5, label="Shift (noise schedule)")
                 with gr.Row():
                     guidance = gr.Slider(0, 20, step=0.5, label="Guidance")
-                    guidance_2 = gr.Slider(0, 20, step=0.5, label="Guidance, low-noise expert")
+                    guidance_2 = gr.Slider(
+                        0, 20, step=0.5, label="Guidance, low-noise expert", elem_id=f"{mode}-advanced-guidance-2"
+                    )
                 with gr.Row():
                     frames = gr.Slider(1, 241, step=4, label="Frames (4k+1)")
                     fps = gr.Slider(1, 60, step=1, label="Frames per second")

@@ -141,8 +141,15 @@ def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[s
 
     gpu = {"api_visibility": "private", "concurrency_limit": 1, "concurrency_id": "gpu", "show_progress": "minimal"}
     model.input(switch, [model, seen], outputs, **gpu)
+
+    def switch_for(mode: str):
+        def switch_tab(last_seen: str | None):  # a generator function, so Gradio streams its updates
+            yield from switch(_switch_target(engine, mode), last_seen)
+
+        return switch_tab
+
     for mode, tab in tabs.items():
-        tab.switch.click(lambda last, m=mode: switch(_switch_target(engine, m), last), seen, outputs, **gpu)
+        tab.switch.click(switch_for(mode), seen, outputs, **gpu)
 
 
 def _switch_target(engine: Engine, mode: str) -> str:

@@ -75,9 +75,7 @@ def test_a_refined_prompt_goes_to_the_text_to_video_tab(page):
     assert "cat" in refined.lower()
     shot(page, "06-prompt-refined")
     page.click("#refine-to-t2v")
-    page.wait_for_function(
-        "(text) => document.querySelector('#t2v-prompt textarea').value === text", arg=refined
-    )
+    page.wait_for_function("(text) => document.querySelector('#t2v-prompt textarea').value === text", arg=refined)
 
 
 def test_the_gallery_lists_an_api_video_and_reuse_fills_the_tab(page, app):
@@ -94,3 +92,34 @@ def test_the_gallery_lists_an_api_video_and_reuse_fills_the_tab(page, app):
     )
     assert page.get_by_role("tab", name="Text to Video").get_attribute("aria-selected") == "true"
     shot(page, "08-reused-settings")
+
+
+def test_a_tab_the_model_cannot_serve_offers_a_one_click_switch(browser, tmp_path):
+    from .conftest import start_app, stop_app
+
+    app = start_app(tmp_path / "outputs")  # its own studio: switching models must not disturb the other tests
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        page.goto(app.url)
+        page.wait_for_selector("#model-state")
+        page.click("#model-select input")
+        page.get_by_role("option", name="Tiny I2V MoE").click()
+        page.wait_for_function("() => document.querySelector('#model-state').innerText.includes('Tiny I2V MoE')")
+        page.get_by_role("tab", name="Text to Video").click()
+        needs = page.locator("#t2v-needs")
+        needs.wait_for()
+        assert "needs another model" in needs.inner_text()
+        assert page.locator("#t2v-generate").is_disabled()
+        shot(page, "09-text-to-video-needs-another-model")
+        page.click("#t2v-switch")
+        page.wait_for_function("() => document.querySelector('#model-state').innerText.includes('Tiny T2V MoE')")
+        page.wait_for_function("() => !document.querySelector('#t2v-generate').disabled")
+        assert page.locator("#t2v-needs").is_hidden()
+        page.get_by_text("Advanced").first.click()
+        page.locator("#t2v-advanced-guidance-2").wait_for()  # the MoE model's second guidance shows
+        shot(page, "10-switched-to-moe-advanced")
+    finally:
+        context.close()
+        stop_app(app)
