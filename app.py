@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine import MEMORY_MODES, REFINE_BACKENDS, Engine, PromptRefiner, RefinerConfig
+from engine import ATTENTION_BACKENDS, MEMORY_MODES, REFINE_BACKENDS, Engine, PromptRefiner, RefinerConfig, SpeedOptions
 
 SHARE_WARNING = (
     "This studio is shared WITHOUT a password: anyone with the link can use your GPU and see every video in "
@@ -51,6 +51,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outputs", default=env("WAN_OUTPUTS", "outputs"))
     p.add_argument("--queue-size", type=int, default=int(env("WAN_QUEUE_SIZE", "16")), help="jobs waiting at most")
     p.add_argument("--max-upload", default=env("WAN_MAX_UPLOAD", "25mb"), help="largest upload (e.g. 25mb)")
+    speed = p.add_argument_group("speed (off by default; anything the machine can't do falls back with a notice)")
+    speed.add_argument(
+        "--attention", default=env("WAN_ATTENTION", "native"), choices=list(ATTENTION_BACKENDS), help="attention kernel"
+    )
+    speed.add_argument(
+        "--compile", action="store_true", default=env("WAN_COMPILE", "") == "1", help="regional torch.compile"
+    )
+    speed.add_argument(
+        "--step-cache",
+        type=float,
+        default=float(env("WAN_STEP_CACHE", "0") or 0),
+        metavar="THRESHOLD",
+        help="First Block Cache with this threshold (e.g. 0.05; 0 = off): faster, slightly different output",
+    )
+    speed.add_argument(
+        "--fp8", action="store_true", default=env("WAN_FP8", "") == "1", help="fp8 weight storage (24 GB cards)"
+    )
     p.add_argument("--refine-backend", choices=REFINE_BACKENDS, help="default prompt refiner (WAN_REFINE_BACKEND)")
     p.add_argument("--refine-model", help="chat LLM for the local refiner: Hub id or folder (WAN_REFINE_MODEL)")
     p.add_argument(
@@ -99,7 +116,14 @@ def main(argv: list[str] | None = None) -> None:
         notice = SHARE_WARNING
         print(f"WARNING: {SHARE_WARNING}", file=sys.stderr)
     model = default_model() if args.model == "auto" else args.model
-    engine = Engine(model=model, memory=args.memory, outputs=args.outputs)
+    speed = SpeedOptions(
+        attention_backend=args.attention,
+        compile=args.compile,
+        cache="first_block" if args.step_cache > 0 else None,
+        cache_threshold=args.step_cache if args.step_cache > 0 else SpeedOptions().cache_threshold,
+        fp8=args.fp8,
+    )
+    engine = Engine(model=model, memory=args.memory, outputs=args.outputs, speed=speed)
     from wan_ui import zerogpu
 
     if args.preload or zerogpu.active():  # on ZeroGPU the weights must be placed before the first GPU call

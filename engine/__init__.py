@@ -26,9 +26,11 @@ from .output import read_settings
 from .refine import REFINE_BACKENDS, PromptRefiner, RefinedPrompt, RefineError, RefinerConfig
 from .refine.presets import style_names, style_words
 from .request import GenerationRequest, ValidRequest, validate
+from .speed import ATTENTION_BACKENDS, SpeedOptions
 
 __all__ = [
     "APP_VERSION",
+    "ATTENTION_BACKENDS",
     "MEMORY_MODES",
     "PRESETS_DIR",
     "REFINE_BACKENDS",
@@ -58,6 +60,7 @@ __all__ = [
     "RefinerConfig",
     "RequestError",
     "SavedVideo",
+    "SpeedOptions",
     "Step",
     "StudioError",
     "ValidRequest",
