@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
         openai_base_url=args.openai_base_url,
         openai_model=args.openai_model,
     )
-    demo = build(engine, refiner=PromptRefiner(config, device=engine.device), notice=notice)
-    demo.queue(max_size=args.queue_size, default_concurrency_limit=1, api_open=False).launch(
+    demo = build(engine, refiner=PromptRefiner(config, device=engine.device), notice=notice, queue_size=args.queue_size)
+    # waiting happens in the engine's queue, bounded by --queue-size (see wan_ui.runs.Runs)
+    demo.queue(default_concurrency_limit=1, api_open=False).launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,

@@ -140,7 +140,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
             return "Stopping: the job ends after the current step."
         return "Nothing of yours is running."
 
-    stop_button.click(stop, None, stop_status, api_name="stop", concurrency_limit=None, concurrency_id="controls")
-    common = {"concurrency_id": "gpu", "concurrency_limit": 1, "show_progress": "hidden"}
+    stop_button.click(stop, None, stop_status, api_name="stop", queue=False)  # Stop works even with a full queue
+    common = {"concurrency_id": "gpu", "concurrency_limit": None, "show_progress": "hidden"}  # see Runs
     t2v.click(text_to_video, [prompt, negative, *numbers, seed], outputs, api_name="text_to_video", **common)
     i2v.click(image_to_video, [image, prompt, negative, *numbers, seed], outputs, api_name="image_to_video", **common)

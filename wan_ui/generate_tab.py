@@ -424,6 +424,7 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         api_visibility="private",
         concurrency_limit=None,
         concurrency_id="controls",
+        queue=False,
     )
     start.then(
         on_generate if tab.image is not None else on_generate_text,
@@ -431,7 +432,7 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         outputs,
         api_visibility="private",
         concurrency_id="gpu",
-        concurrency_limit=1,
+        concurrency_limit=None,  # the engine's queue orders them and Runs bounds it
         show_progress="minimal",
     ).then(
         on_end,
@@ -440,7 +441,6 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         api_visibility="private",
         concurrency_limit=None,
         concurrency_id="controls",
+        queue=False,
     )
-    tab.stop.click(
-        on_stop, None, tab.status, api_visibility="private", concurrency_limit=None, concurrency_id="controls"
-    )
+    tab.stop.click(on_stop, None, tab.status, api_visibility="private", queue=False)

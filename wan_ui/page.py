@@ -49,10 +49,14 @@ def _spec(engine: Engine) -> ModelSpec | None:
 
 
 def build(
-    engine: Engine, refiner: PromptRefiner | None = None, title: str = "Wan Studio", notice: str | None = None
+    engine: Engine,
+    refiner: PromptRefiner | None = None,
+    title: str = "Wan Studio",
+    notice: str | None = None,
+    queue_size: int = 16,
 ) -> gr.Blocks:
     """The whole page over one engine; `notice` is a warning shown above everything (an open share link)."""
-    runs = Runs()
+    runs = Runs(max_waiting=queue_size)
     refiner = refiner or PromptRefiner(device=engine.device)
     with gr.Blocks(title=title, delete_cache=(1800, 3600)) as demo:
         with gr.Row(equal_height=True, elem_id="studio-header"):
@@ -103,7 +107,7 @@ def _model_outputs(tabs: dict[str, GenerateTab]) -> list[Any]:
 
 
 def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[str, GenerateTab]) -> None:
-    controls = {"api_visibility": "private", "concurrency_limit": None, "concurrency_id": "status"}
+    controls = {"api_visibility": "private", "queue": False}  # status keeps coming when the queue is full
     outputs = [header, banner, model, seen, *_model_outputs(tabs)]
 
     def page_state(last_seen: str | None, force: bool = False) -> dict[Any, Any]:
@@ -139,7 +143,7 @@ def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[s
             elif isinstance(event, Ready):
                 yield page_state(last_seen, force=True)
 
-    gpu = {"api_visibility": "private", "concurrency_limit": 1, "concurrency_id": "gpu", "show_progress": "minimal"}
+    gpu = {"api_visibility": "private", "concurrency_limit": 1, "concurrency_id": "model", "show_progress": "minimal"}
     model.input(switch, [model, seen], outputs, **gpu)
 
     def switch_for(mode: str):

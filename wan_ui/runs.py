@@ -38,9 +38,16 @@ STATUS_EVERY_S = 0.15  # plain progress lines are coalesced; previews, frames an
 
 
 class Runs:
-    """The job each page session runs, per tab, so that Stop can reach it (Stop may arrive before the job)."""
+    """The job each page session runs, per tab, so that Stop can reach it (Stop may arrive before the job).
 
-    def __init__(self) -> None:
+    Waiting happens in the engine's queue, not Gradio's: generation events have no Gradio concurrency limit, each
+    handler submits at once and blocks on its job's events, so a waiting user sees their place, Stop and the status
+    line keep working when the queue is full (Gradio's own max_size would refuse them too), and more than
+    `max_waiting` jobs behind the running one are refused here with a clear message.
+    """
+
+    def __init__(self, max_waiting: int = 16) -> None:
+        self.max_waiting = max(1, int(max_waiting))
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._stopped: set[str] = set()
@@ -102,6 +109,11 @@ def follow(engine: Engine, request: GenerationRequest, runs: Runs, key: str) -> 
             fps = validate(request, engine.spec).request.fps  # refuse bad input before asking for a GPU
             events = zerogpu.gpu_events(engine)(request)
         else:
+            if engine.queue_length() > runs.max_waiting:
+                raise gr.Error(
+                    f"The studio's queue is full ({engine.queue_length()} jobs). Try again when one finishes.",
+                    title="Queue is full",
+                )
             job = engine.submit(request)
             runs.attach(key, job)
             fps = job.valid.request.fps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -41,5 +42,24 @@ def test_with_a_login_the_api_needs_the_credentials(tmp_path):
             app.client(auth=("ana", "wrong"))
         text, details = app.client(auth=("ana", "s3cret")).predict(prompt="a kite", api_name="/refine_prompt")
         assert "kite" in text.lower() and details["backend"] == "rules"
+    finally:
+        stop_app(app)
+
+
+def test_a_full_queue_says_so(tmp_path):
+    app = start_app(tmp_path / "outputs", "--queue-size", "1")
+    try:
+        client = app.client()
+        running = client.submit(
+            prompt="first", steps=100, num_frames=33, width=256, height=256, api_name="/text_to_video"
+        )
+        next(iter(running))  # the first job has started
+        waiting = app.client().submit(prompt="second", steps=1, api_name="/text_to_video")
+        time.sleep(1.0)
+        refused = app.client().submit(prompt="third", steps=1, api_name="/text_to_video")
+        with pytest.raises(Exception, match="(?i)queue is full"):
+            refused.result(timeout=60)
+        client.predict(api_name="/stop")
+        assert waiting.result(timeout=120)[1] is not None  # the waiting job still runs after the stop
     finally:
         stop_app(app)
