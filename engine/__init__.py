@@ -19,7 +19,7 @@ from .events import (
     Refined,
     Step,
 )
-from .gallery import SavedVideo, list_videos
+from .gallery import SavedVideo, find_video, list_videos
 from .jobs import Job
 from .memory import MODES as MEMORY_MODES
 from .output import read_settings
@@ -65,6 +65,7 @@ __all__ = [
     "StudioError",
     "ValidRequest",
     "builtin_specs",
+    "find_video",
     "list_videos",
     "read_settings",
     "request_from_settings",

@@ -53,6 +53,26 @@ def _settings(path: str, mtime_ns: int, size: int) -> str:
         return "{}"
 
 
+def _saved(path: str, stat: os.stat_result) -> SavedVideo:
+    return SavedVideo(Path(path), stat.st_mtime, json.loads(_settings(path, stat.st_mtime_ns, stat.st_size)))
+
+
+def find_video(folder: str | Path, path: str | Path | None) -> SavedVideo | None:
+    """One finished video of the folder by its path (None when it is gone, hidden, partial, or elsewhere)."""
+    if not path:
+        return None
+    candidate = Path(path)
+    if candidate.parent.resolve() != Path(folder).expanduser().resolve():
+        return None
+    if candidate.suffix != ".mp4" or candidate.name.startswith(".") or candidate.is_symlink():
+        return None
+    try:
+        stat = candidate.stat()
+    except OSError:
+        return None
+    return _saved(str(candidate), stat)
+
+
 def list_videos(folder: str | Path, limit: int | None = None) -> list[SavedVideo]:
     """Finished MP4s in the folder, newest first (hidden and partial files are skipped)."""
     root = Path(folder).expanduser()
@@ -72,6 +92,4 @@ def list_videos(folder: str | Path, limit: int | None = None) -> list[SavedVideo
     found.sort(key=lambda item: (item[0], item[1]), reverse=True)
     if limit is not None:
         found = found[:limit]
-    return [
-        SavedVideo(Path(p), mtime, json.loads(_settings(p, stat.st_mtime_ns, stat.st_size))) for mtime, p, stat in found
-    ]
+    return [_saved(p, stat) for _mtime, p, stat in found]

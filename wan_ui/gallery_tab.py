@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 import gradio as gr
 
-from engine import Engine, SavedVideo, list_videos
+from engine import Engine, SavedVideo, find_video, list_videos
 
 GALLERY_LIMIT = 200  # newest first; older videos stay on disk, only the page lists fewer
 
@@ -75,20 +74,21 @@ def listing(engine: Engine) -> tuple[list[tuple[str, str]], list[str]]:
     return [(str(v.path), caption(v)) for v in videos], [str(v.path) for v in videos]
 
 
-def wire_gallery(tab: GalleryTab, engine: Engine, on_select_outputs: list[Any] | None = None) -> None:
+def wire_gallery(tab: GalleryTab, engine: Engine, opened: gr.Tab) -> None:
+    """Refresh on the button and whenever the Gallery tab is opened; a click shows that video's settings."""
     private = {"api_visibility": "private", "concurrency_limit": None, "concurrency_id": "gallery"}
 
     def refresh():
-        items, paths = listing(engine)
-        return items, paths
+        return listing(engine)
 
-    tab.refresh.click(refresh, None, [tab.gallery, tab.paths], **private)
+    for trigger in (tab.refresh.click, opened.select):
+        trigger(refresh, None, [tab.gallery, tab.paths], **private)
 
     def select(paths: list[str], evt: gr.SelectData):
         if evt.index is None or not (0 <= evt.index < len(paths)):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         path = paths[evt.index]
-        video = next((v for v in list_videos(engine.outputs) if str(v.path) == path), None)
+        video = find_video(engine.outputs, path)
         if video is None:
             return None, "That video is no longer in the outputs folder.", None, gr.Button(interactive=False), None
         return path, describe(video), video.settings, gr.Button(interactive=bool(video.settings)), path

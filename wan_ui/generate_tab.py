@@ -68,7 +68,7 @@ class GenerateTab:
     def request_inputs(self) -> list[Any]:
         fields = [self.prompt, self.style_words, self.negative, self.width, self.height, self.frames, self.fps]
         fields += [self.steps, self.guidance, self.guidance_2, self.shift, self.seed, self.randomize, self.extra]
-        return ([self.image] if self.image is not None else []) + fields
+        return fields  # after the image (a None State on the Text to Video tab)
 
     @property
     def model_outputs(self) -> list[Any]:
@@ -358,7 +358,7 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
             guidance=_number(guidance),
             guidance_2=_number(guidance_2) if spec.moe else None,
             shift=_number(shift),
-            seed=-1 if rand else _number(seed) if _number(seed) is not None else -1,
+            seed=-1 if rand or _number(seed) is None else seed,
             extra={**(extra or {}), "ui": ui_meta},
         )
         for update in follow(engine, req, runs, key_for(request)):
@@ -380,42 +380,6 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         running = runs.stop(key_for(request))
         return "Stopping: the job ends after the current step." if running else "Stopping before the job starts."
 
-    def on_generate_text(
-        prompt,
-        words,
-        negative,
-        width,
-        height,
-        frames,
-        fps,
-        steps,
-        guidance,
-        guidance_2,
-        shift,
-        seed,
-        rand,
-        extra,
-        request: gr.Request,
-    ):  # the Text to Video tab has no image input
-        yield from on_generate(
-            None,
-            prompt,
-            words,
-            negative,
-            width,
-            height,
-            frames,
-            fps,
-            steps,
-            guidance,
-            guidance_2,
-            shift,
-            seed,
-            rand,
-            extra,
-            request,
-        )
-
     outputs = [tab.status, tab.preview, tab.video, tab.settings, tab.seed]
     start = tab.generate.click(
         on_start,
@@ -427,8 +391,8 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         queue=False,
     )
     start.then(
-        on_generate if tab.image is not None else on_generate_text,
-        tab.request_inputs,
+        on_generate,
+        [tab.image if tab.image is not None else gr.State(None), *tab.request_inputs],
         outputs,
         api_visibility="private",
         concurrency_id="gpu",

@@ -15,12 +15,13 @@ from engine import (
     PromptRefiner,
     Ready,
     builtin_specs,
+    find_video,
     request_from_settings,
 )
 
 from .api import build_api
-from .gallery_tab import build_gallery, listing, wire_gallery
-from .generate_tab import GenerateTab, build_tab, serves
+from .gallery_tab import build_gallery, wire_gallery
+from .generate_tab import GenerateTab, build_tab, counterpart, serves
 from .progress import header_markdown, tiny_banner
 from .refine_tab import build_refine_api, build_refine_tab, wire_refine
 from .runs import Runs
@@ -84,21 +85,10 @@ def build(
         build_refine_api(engine, refiner)
         generate_tabs = {"t2v": t2v, "i2v": i2v}
         _wire_models(demo, engine, model, header, banner, seen, generate_tabs)
-        wire_gallery(gallery, engine)
+        wire_gallery(gallery, engine, gallery_tab)
         wire_refine(refine, engine, refiner, generate_tabs, tabs)
         _wire_reuse(engine, gallery, generate_tabs, tabs)
 
-        def refresh_gallery():
-            return listing(engine)
-
-        gallery_tab.select(
-            refresh_gallery,
-            None,
-            [gallery.gallery, gallery.paths],
-            api_visibility="private",
-            concurrency_limit=None,
-            concurrency_id="gallery",
-        )
     return demo
 
 
@@ -157,16 +147,12 @@ def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[s
 
 
 def _switch_target(engine: Engine, mode: str) -> str:
-    from .generate_tab import counterpart
-
     spec = _spec(engine)
     other = counterpart(mode, spec) if spec is not None else None
     return other.id if other else ""
 
 
 def _wire_reuse(engine: Engine, gallery, tabs: dict[str, GenerateTab], tab_set: gr.Tabs) -> None:
-    from engine import list_videos
-
     targets = [tab_set]
     for tab in tabs.values():
         targets += [tab.prompt, tab.style_words, tab.style, tab.negative, tab.width, tab.height, tab.size]
@@ -174,7 +160,7 @@ def _wire_reuse(engine: Engine, gallery, tabs: dict[str, GenerateTab], tab_set: 
         targets += [tab.shift, tab.seed, tab.randomize, tab.extra, tab.status]
 
     def reuse(path: str | None):
-        video = next((v for v in list_videos(engine.outputs) if str(v.path) == path), None)
+        video = find_video(engine.outputs, path)
         if video is None or not video.settings:
             raise gr.Error("Pick a video made by Wan Studio first.")
         request = request_from_settings(video.settings).settings()
