@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from .memory import (
     planning_size,
 )
 from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug, to_uint8
-from .pipeline_call import pipeline_kwargs, set_shift
+from .pipeline_call import pipeline_kwargs, set_shift, truncation_notices
 from .preview import denoised_estimate, latents_to_rgb
 from .refine import PromptRefiner, RefineError
 from .request import GenerationRequest, validate
@@ -416,6 +416,8 @@ class Engine:
             started = time.perf_counter()
             self._ensure_loaded(job)
             spec = self.spec
+            cut = truncation_notices(self._pipe, job.valid.request)
+            job.valid = replace(job.valid, notices=(*job.valid.notices, *cut))  # saved with the video too
             for notice in job.notices:
                 job.emit(ev.Notice(job.id, notice))
             timings: dict[str, float] = {"load": time.perf_counter() - started}

@@ -35,3 +35,28 @@ def pipeline_kwargs(pipe, r: GenerationRequest, image: Any = None, output_type: 
     if image is not None:
         kwargs["image"] = image
     return kwargs
+
+
+MAX_TEXT_TOKENS = 512  # the Wan pipelines' max_sequence_length: umT5 reads this many tokens, the rest is cut
+
+
+def truncation_notices(pipe, r: GenerationRequest, max_tokens: int = MAX_TEXT_TOKENS) -> list[str]:
+    """Say where the text encoder stops reading a long prompt (the pipeline cuts it silently)."""
+    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if tokenizer is None:
+        return []
+    notices = []
+    for name, text in (("prompt", r.prompt), ("negative prompt", r.negative_prompt)):
+        if not text or len(text) < max_tokens:  # every token covers at least one character
+            continue
+        ids = tokenizer(prompt_clean(text), add_special_tokens=True, verbose=False).input_ids
+        if len(ids) > max_tokens:
+            kept = tokenizer.decode(ids[:max_tokens], skip_special_tokens=True).split()
+            tail = " ".join(kept[-6:]) if kept else ""
+            notices.append(
+                f"The {name} is {len(ids)} tokens long and the model reads the first {max_tokens}: "
+                f"everything after “…{tail[-80:]}” is ignored."
+            )
+    return notices

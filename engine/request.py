@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import math
+import re
 import secrets
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .catalog import ModelSpec
 from .errors import RequestError
 
 SEED_MAX = 2**32 - 1
+MAX_PROMPT_CHARS = 50_000  # the text encoder reads 512 tokens; a hundred times more is never meant
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls except tab, CR, LF
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,20 @@ class ValidRequest:
     notices: tuple[str, ...]
 
 
+def clean_text(name: str, text: str) -> str:
+    """Control characters out (tabs and line breaks stay); refuse text far beyond what the encoder reads.
+
+    Emoji, right-to-left scripts and Chinese pass unchanged: the tokenizer takes any Unicode.
+    """
+    if len(text) > MAX_PROMPT_CHARS:
+        raise RequestError(
+            name,
+            f"The {name.replace('_', ' ')} is {len(text):,} characters long; the studio takes up to "
+            f"{MAX_PROMPT_CHARS:,}, and the model reads only about the first 512 tokens (a few hundred words).",
+        )
+    return _CONTROL.sub("", text)
+
+
 def _number(name: str, value: Any, kind: type) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
@@ -71,15 +89,17 @@ def _in_range(name: str, value: float, bounds: tuple[float, float], unit: str = 
         raise RequestError(name, f"{name} must be at most {high}{unit}; got {value}{unit}.")
 
 
+MAX_IMAGE_PIXELS = 100_000_000  # above any camera's default output; decoded RGB it is 300 MB of memory
+IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF or GIF"
+
+
 def load_image(image: Any) -> Image.Image:
-    """Any PIL image or image file -> an upright RGB image (alpha on white, greyscale, palette, 16-bit)."""
+    """Any PIL image or image file -> an upright RGB image (alpha on white, greyscale, palette, 16-bit).
+
+    A file's size is read from its header and refused before its pixels are decoded (decompression bombs).
+    """
     if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as opened:
-                opened.load()
-                img = opened.copy() if getattr(opened, "n_frames", 1) == 1 else _first_frame(opened)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise RequestError("image", f"The image could not be read ({exc.__class__.__name__}): {exc}") from None
+        img = _read_image_file(Path(image))
     elif isinstance(image, Image.Image):
         img = image
     else:
@@ -97,9 +117,47 @@ def load_image(image: Any) -> Image.Image:
     return img.convert("RGB")
 
 
-def _first_frame(opened: Image.Image) -> Image.Image:
-    opened.seek(0)
-    return opened.copy()
+def _read_image_file(path: Path) -> Image.Image:
+    """Header first (type and size), then the pixels; every failure in the user's words, never the server path."""
+    try:
+        if path.stat().st_size == 0:
+            raise RequestError("image", "The image file is empty (0 bytes). Choose the picture again.")
+    except OSError:
+        raise RequestError("image", "The image file could not be found. Upload it again.") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
+        try:
+            with Image.open(path) as opened:
+                pixels = opened.width * opened.height
+                if pixels > MAX_IMAGE_PIXELS:
+                    raise _too_large(pixels, f"{opened.width}x{opened.height}")
+                opened.seek(0)  # an animation starts from its first frame
+                opened.load()
+                return opened.copy()
+        except RequestError:
+            raise
+        except Image.DecompressionBombError as exc:  # Pillow's own guard, at open, above twice its limit
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            raise _too_large(int(found.group(1)) if found else None, None) from None
+        except UnidentifiedImageError:
+            raise RequestError(
+                "image", f"That file is not a picture the studio can read. Use a {IMAGE_FORMATS} image."
+            ) from None
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            detail = "it is cut short" if "truncated" in str(exc) else "its data is damaged"
+            raise RequestError(
+                "image", f"The image could not be read: {detail}. Save or export it again and retry."
+            ) from None
+
+
+def _too_large(pixels: int | None, size: str | None) -> RequestError:
+    shown = f"{size}, " if size else ""
+    of = f" is {shown}{pixels / 1e6:.0f} megapixels" if pixels else " is too large"
+    return RequestError(
+        "image",
+        f"The image{of}; the studio takes pictures up to {MAX_IMAGE_PIXELS // 1_000_000} megapixels. "
+        "Resize it (the video is at most about 1 megapixel anyway) and try again.",
+    )
 
 
 def _nearest(value: float, multiple: int) -> int:
@@ -125,11 +183,9 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
     notices: list[str] = []
     lim = spec.limits
 
-    prompt = request.prompt if isinstance(request.prompt, str) else ""
     if not isinstance(request.prompt, str) and request.prompt is not None:
         raise RequestError("prompt", f"prompt must be text, got {type(request.prompt).__name__}.")
-    if "\x00" in prompt:
-        prompt = prompt.replace("\x00", "")
+    prompt = clean_text("prompt", request.prompt or "")
     if request.image is None and spec.requires_image:
         raise RequestError("image", f"{spec.id} makes video from an image: add an image to animate.")
     if request.image is not None and not spec.accepts_image:
@@ -139,6 +195,7 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
     negative = spec.negative_prompt if request.negative_prompt is None else request.negative_prompt
     if not isinstance(negative, str):
         raise RequestError("negative_prompt", "negative_prompt must be text.")
+    negative = clean_text("negative_prompt", negative)
 
     frames = _number("frames", spec.frames if request.frames is None else request.frames, int)
     _in_range("frames", frames, lim.frames)

@@ -187,4 +187,4 @@ def test_unreadable_image_file_is_refused(tmp_path):
     path = tmp_path / "not-an-image.png"
     path.write_text("hello")
     message = refused(TI2V, "image", image=str(path))
-    assert "could not be read" in message
+    assert "not a picture" in message
