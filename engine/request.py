@@ -68,8 +68,9 @@ def clean_text(name: str, text: str) -> str:
 
 def _number(name: str, value: Any, kind: type) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
+        text = str(value).strip()
         try:
-            value = kind(str(value).strip())
+            value = int(text) if kind is int and re.fullmatch(r"[+-]?\d+", text) else float(text)  # "1e3" too
         except (TypeError, ValueError):
             raise RequestError(name, f"{name} must be a number, got {value!r}.") from None
     if isinstance(value, float) and not math.isfinite(value):

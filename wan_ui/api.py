@@ -12,6 +12,7 @@ import gradio as gr
 
 from engine import Engine, GenerationRequest
 
+from .inputs import number_input, picture_input
 from .runs import Runs, follow
 
 API_OUTPUTS = ("preview", "video", "seed", "status", "settings")
@@ -117,11 +118,11 @@ def build_api(engine: Engine, runs: Runs) -> None:
         prompt = gr.Textbox(label="prompt")
         negative = gr.Textbox(label="negative_prompt (empty: the model's default)")
         numbers = [
-            gr.Number(label=name, value=None)
+            number_input(label=name, value=None)
             for name in ("width", "height", "num_frames", "fps", "steps", "guidance_scale", "guidance_scale_2", "shift")
         ]
-        seed = gr.Number(label="seed (-1: random)", value=-1, precision=0)
-        image = gr.Image(label="image", type="filepath")
+        seed = number_input(label="seed (-1: random)", value=-1, precision=0)
+        image = picture_input(label="image")
         outputs = [
             gr.Image(label="preview", type="filepath"),
             gr.Video(label="video"),

@@ -10,6 +10,7 @@ import gradio as gr
 from engine import Engine, GenerationRequest, ModelLoadError, ModelSpec, builtin_specs
 
 from . import choices
+from .inputs import picture_input
 from .runs import Runs, follow, status_markdown
 
 TAB_NAMES = {"t2v": "Text to Video", "i2v": "Image to Video"}
@@ -168,9 +169,8 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
         with gr.Column(scale=5):
             image = None
             if mode == "i2v":
-                image = gr.Image(
+                image = picture_input(
                     label="Image to animate (required)",
-                    type="filepath",
                     sources=["upload", "clipboard"],
                     height=280,
                     elem_id=f"{mode}-image",

@@ -11,6 +11,7 @@ import gradio as gr
 from engine import REFINE_BACKENDS, Engine, PromptRefiner, Refined, RefinedPrompt, StudioError
 
 from . import choices
+from .inputs import picture_input
 
 LANGUAGES = [("English", "en"), ("中文 (Chinese)", "zh")]
 
@@ -79,7 +80,7 @@ def build_refine_tab(refiner: PromptRefiner) -> RefineTab:
     with gr.Row(equal_height=False):
         with gr.Column():
             prompt = gr.Textbox(label="Your idea", lines=4, elem_id="refine-prompt")
-            image = gr.Image(label="Image (optional, for Image to Video)", type="filepath", height=200)
+            image = picture_input(label="Image (optional, for Image to Video)", height=200)
             with gr.Row():
                 default = refiner.config.backend if refiner.config.backend in REFINE_BACKENDS else "rules"
                 backend = gr.Radio(backend_choices(refiner), value=default, label="Refiner", elem_id="refine-backend")
@@ -187,7 +188,7 @@ def build_refine_api(engine: Engine, refiner: PromptRefiner) -> None:
     with gr.Group(visible=False):
         inputs = [
             gr.Textbox(label="prompt"),
-            gr.Image(label="image", type="filepath"),
+            picture_input(label="image"),
             gr.Textbox(label="backend", value=refiner.config.backend),
             gr.Textbox(label="language", value="en"),
         ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from PIL import Image
 
 from engine import Done, Failed, GenerationRequest, Notice, RequestError, builtin_specs, read_settings, validate
 from engine.request import MAX_IMAGE_PIXELS, MAX_PROMPT_CHARS, load_image
+from tests.pictures import bomb_png
 
 ROOT = Path(__file__).resolve().parents[2]
 TI2V = builtin_specs()["ti2v-5b"]
@@ -38,21 +38,6 @@ def refused_image(path: Path) -> str:
 
 def photo(size: tuple[int, int] = (96, 64)) -> Image.Image:
     return Image.fromarray(np.random.default_rng(1).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-
-
-def bomb_png(path: Path, width: int, height: int) -> Path:
-    """A valid greyscale PNG of width x height zero pixels: a few hundred KB on disk, width*height bytes decoded."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-
-    packer = zlib.compressobj(9)
-    row = bytes(width + 1)  # filter byte + pixels
-    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-    return path
 
 
 # ----- prompts ---------------------------------------------------------------------------------------------------
