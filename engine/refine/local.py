@@ -151,12 +151,12 @@ class LocalBackend:
                 processor = self._vision_processor(model_id)
                 from transformers import AutoModelForImageTextToText
 
-                model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=self.dtype)
+                model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=self.dtype, use_safetensors=True)
             else:
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
                 processor = AutoTokenizer.from_pretrained(model_id)
-                model = AutoModelForCausalLM.from_pretrained(model_id, dtype=self.dtype)
+                model = AutoModelForCausalLM.from_pretrained(model_id, dtype=self.dtype, use_safetensors=True)
         except (OSError, ValueError, KeyError, ImportError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise RefineError(

@@ -64,6 +64,6 @@ def stop_app(app: RunningApp) -> None:
 @pytest.fixture(scope="session")
 def app(tmp_path_factory) -> RunningApp:
     """One studio for the UI tests (they share its queue and outputs folder, as users of one studio do)."""
-    running = start_app(tmp_path_factory.mktemp("app-outputs"), "--queue-size", "8")
+    running = start_app(tmp_path_factory.mktemp("app-outputs"), "--queue-size", "8", "--max-upload", "8mb")
     yield running
     stop_app(running)
