@@ -37,7 +37,16 @@ from .memory import (
     plan_memory,
     planning_size,
 )
-from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug, to_uint8
+from .output import (
+    SETTINGS_FORMAT,
+    VideoWriter,
+    check_free_space,
+    check_outputs_dir,
+    remove_partials,
+    slug,
+    to_uint8,
+    write_failure_message,
+)
 from .pipeline_call import pipeline_kwargs, set_shift, truncation_notices
 from .preview import denoised_estimate, latents_to_rgb
 from .refine import PromptRefiner, RefineError
@@ -80,6 +89,7 @@ class Engine:
         preview_every: int = 1,
         revision: str | None = None,
         speed: SpeedOptions | None = None,
+        min_free_bytes: int = 64 * 2**20,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.memory_requested = memory
@@ -87,6 +97,8 @@ class Engine:
         self.speed = speed or SpeedOptions()  # applied at the next load (see engine/speed.py)
         self._speed_state: SpeedState | None = None
         self.outputs = Path(outputs)
+        self.min_free_bytes = int(min_free_bytes)  # kept free on the outputs disk beyond a video's estimated size
+        self.removed_partials = remove_partials(self.outputs)  # what a studio killed mid-write left behind
         self.preview_every = max(0, int(preview_every))
         self.fault_injector: Callable[[str], None] | None = None  # test seam: called at each stage with its name
         self._model_name = model
@@ -160,6 +172,7 @@ class Engine:
         """Validate now (raises RequestError, ModelLoadError or OutputError) and queue the job."""
         valid = validate(request, self.spec)
         check_outputs_dir(self.outputs)
+        check_free_space(self.outputs, valid.request, self.min_free_bytes)
         return self._enqueue(Job("generate", valid))
 
     def run_here(self, request: GenerationRequest) -> Job:
@@ -170,6 +183,7 @@ class Engine:
         """
         valid = validate(request, self.spec)
         check_outputs_dir(self.outputs)
+        check_free_space(self.outputs, valid.request, self.min_free_bytes)
         job = Job("generate", valid)
         job.emit(ev.Queued(job.id, 0))
         job.started.set()
@@ -448,15 +462,10 @@ class Engine:
             job.emit(ev.Failed(job.id, str(exc), "output"))
         except torch.OutOfMemoryError:
             job.emit(ev.Failed(job.id, self._oom_message(stage), "oom"))
-        except OSError as exc:
-            job.emit(
-                ev.Failed(
-                    job.id,
-                    f"Could not write the video ({exc.strerror or exc}). Check the outputs "
-                    f"folder {self.outputs} and free disk space.",
-                    "output",
-                )
-            )
+        except OSError as exc:  # a full disk (ENOSPC, EDQUOT, EFBIG) is said as such
+            if writer is not None:
+                writer.abort()  # before the job ends: when it says nothing was saved, no partial file is left
+            job.emit(ev.Failed(job.id, write_failure_message(self.outputs, exc), "output"))
         except Exception as exc:  # noqa: BLE001 - any other failure ends this job only
             log.exception("job %s failed", job.id)
             job.emit(ev.Failed(job.id, f"Generation failed while {stage}: {exc.__class__.__name__}: {exc}"))

@@ -45,8 +45,9 @@ class SavedVideo:
 
 
 @lru_cache(maxsize=4096)
-def _settings(path: str, mtime_ns: int, size: int) -> str:
-    # keyed by mtime and size so a replaced file is read again; cached as text so callers can't mutate the cache
+def _settings(path: str, mtime_ns: int, size: int, sidecar_mtime_ns: int | None) -> str:
+    # keyed by the video's mtime and size and the settings file's mtime, so a replaced file, or a settings file that
+    # arrives after the video was first listed, is read again; cached as text so callers can't mutate the cache
     try:
         return json.dumps(read_settings(path))
     except (OutputError, OSError, ValueError):
@@ -54,7 +55,14 @@ def _settings(path: str, mtime_ns: int, size: int) -> str:
 
 
 def _saved(path: str, stat: os.stat_result) -> SavedVideo:
-    return SavedVideo(Path(path), stat.st_mtime, json.loads(_settings(path, stat.st_mtime_ns, stat.st_size)))
+    """A video with its settings: from the JSON beside it, or, when that was never written (the studio was killed
+    between the two renames), from the copy embedded in the MP4 itself."""
+    try:
+        sidecar_mtime: int | None = os.stat(Path(path).with_suffix(".json")).st_mtime_ns
+    except OSError:
+        sidecar_mtime = None
+    settings = _settings(path, stat.st_mtime_ns, stat.st_size, sidecar_mtime)
+    return SavedVideo(Path(path), stat.st_mtime, json.loads(settings))
 
 
 def find_video(folder: str | Path, path: str | Path | None) -> SavedVideo | None:

@@ -1,11 +1,20 @@
-"""MP4 output: H.264/yuv420p through imageio-ffmpeg, settings embedded and beside the file, never overwriting."""
+"""MP4 output: H.264/yuv420p through ffmpeg, settings embedded and beside the file, never overwriting.
+
+Every file is written under a hidden temporary name, synced, and only then renamed into place (and the folder
+synced), so a crash, a kill or a full disk never leaves a half-written file under a final name.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
+import shutil
+import signal
 import subprocess
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -15,8 +24,14 @@ import numpy as np
 
 from .errors import OutputError
 
+log = logging.getLogger("wan_studio.output")
+
 METADATA_KEY = "comment"  # an MP4 tag ffmpeg writes and reads back as it is
 SETTINGS_FORMAT = "wan-studio/1"
+DISK_FULL_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG) if code is not None
+)
+CRF = 10  # libx264 quality (what imageio-ffmpeg's quality=8 meant): near-transparent
 
 
 def to_uint8(video: np.ndarray) -> np.ndarray:
@@ -40,6 +55,15 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in the folder durable (a file system that can't sync a folder is left as it is)."""
+    try:
+        _fsync(folder)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.EACCES, errno.EISDIR):
+            raise
+
+
 def _claim(temp: Path, folder: Path, stem: str, suffix: str) -> Path:
     """Give the finished temp file its final name without ever replacing an existing file."""
     for n in range(1, 10_000):
@@ -48,7 +72,9 @@ def _claim(temp: Path, folder: Path, stem: str, suffix: str) -> Path:
             os.link(temp, final)  # fails if the name is taken: no overwrite, no race
         except FileExistsError:
             continue
-        except OSError:  # file systems without hard links
+        except OSError as exc:  # file systems without hard links
+            if exc.errno in DISK_FULL_ERRNOS or exc.errno in (errno.EROFS, errno.EACCES, errno.ENOENT):
+                raise
             if final.exists():
                 continue
             os.replace(temp, final)
@@ -70,52 +96,280 @@ def check_outputs_dir(folder: str | Path) -> Path:
     return path
 
 
+def estimate_video_bytes(width: int, height: int, frames: int) -> int:
+    """A generous upper bound of the MP4's size: the raw yuv420p frames plus room for the container and settings.
+
+    Measured with this writer's settings, even pure noise (the worst case for H.264) comes out at about 0.75 of the
+    raw yuv420p size; real footage at a fraction of that.
+    """
+    return int(width) * int(height) * int(frames) * 3 // 2 + 256 * 1024
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KB', 3.2e9 -> '3.2 GB' (decimal units, as disks are sold and file managers show)."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def check_free_space(folder: str | Path, request: Any, reserve: int = 0) -> int:
+    """Refuse, before any work, a video the outputs folder's disk has no room for; returns the estimate in bytes.
+
+    `request` is a validated GenerationRequest (its width, height and frames are set). The estimate is generous
+    (see estimate_video_bytes) and `reserve` bytes are kept free on top, so a job that passes here does not fill
+    the disk for everything else on it.
+    """
+    path = Path(folder).expanduser()
+    need = estimate_video_bytes(request.width, request.height, request.frames)
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return need  # a folder that can't be asked: check_outputs_dir and the write itself report it
+    if free < need + reserve:
+        kept = f" plus {human_bytes(reserve)} kept free" if reserve else ""
+        raise OutputError(
+            f"Not enough free disk space for this video in the outputs folder {path.absolute()}: "
+            f"{human_bytes(free)} free, it needs about {human_bytes(need)}{kept}. Free some space, make a "
+            "smaller or shorter video, or choose a folder on another disk with --outputs."
+        )
+    return need
+
+
+def write_failure_message(folder: str | Path, exc: OSError) -> str:
+    """What to tell the user when writing the video failed with `exc`: a full disk is said as such."""
+    path = Path(folder).expanduser().absolute()
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        what = f"The disk is full: the outputs folder {path} has no room left for the video"
+    elif exc.errno == getattr(errno, "EDQUOT", None):
+        what = f"The disk quota is used up: the outputs folder {path} has no room left for the video"
+    elif exc.errno == errno.EFBIG:
+        what = f"The video grew larger than a file may be in the outputs folder {path}"
+    else:
+        return (
+            f"Could not write the video in the outputs folder {path} ({reason}); nothing was saved. "
+            "Check that the folder exists and is writable, or choose another one with --outputs."
+        )
+    return (
+        f"{what} ({reason}); nothing was saved. Free some space on that disk, or choose a folder on another "
+        "disk with --outputs."
+    )
+
+
 class VideoWriter:
-    """Streams frames into ffmpeg under a hidden temporary name; finish() gives the file its final name."""
+    """Streams frames into ffmpeg under a hidden temporary name; finish() gives the file its final name.
+
+    ffmpeg runs as our own subprocess (not through imageio-ffmpeg's generator, which ignores ffmpeg's exit status)
+    so a write that failed, a full disk above all, is noticed and reported instead of renamed into place.
+    """
 
     def __init__(self, folder: Path, stem: str, width: int, height: int, fps: int, settings: dict[str, Any]):
         import imageio_ffmpeg
 
         self.folder = folder
         self.stem = stem
-        self.temp = folder / f".{stem}.{os.getpid()}.{time.monotonic_ns()}.partial.mp4"
+        token = f"{os.getpid()}.{time.monotonic_ns()}"  # the pid tells a restart whose partial file this is
+        self.temp = folder / f".{stem}.{token}.partial.mp4"
+        self.sidecar_temp = folder / f".{stem}.{token}.json.partial"
         meta = json.dumps(settings, ensure_ascii=True, separators=(",", ":"), default=str)
-        self._gen = imageio_ffmpeg.write_frames(
+        command = [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-y",
+            "-v",
+            "error",
+            "-f",
+            "rawvideo",
+            "-vcodec",
+            "rawvideo",
+            "-s",
+            f"{int(width)}x{int(height)}",
+            "-pix_fmt",
+            "rgb24",
+            "-r",
+            str(int(fps)),
+            "-i",
+            "-",
+            "-an",
+            "-vcodec",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-crf",
+            str(CRF),
+            "-metadata",
+            f"{METADATA_KEY}={meta}",
+            "-movflags",
+            "+faststart",
             str(self.temp),
-            (width, height),
-            fps=fps,
-            codec="libx264",
-            pix_fmt_out="yuv420p",
-            macro_block_size=1,
-            quality=8,
-            ffmpeg_log_level="error",
-            output_params=["-metadata", f"{METADATA_KEY}={meta}", "-movflags", "+faststart"],
+        ]
+        # its own session: a Ctrl-C in the terminal reaches the studio, which then stops ffmpeg itself
+        self._proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
-        self._gen.send(None)
+        self._errors = bytearray()
+        self._reader = threading.Thread(target=self._read_errors, name="wan-studio-ffmpeg-stderr", daemon=True)
+        self._reader.start()
         self.frames_written = 0
+
+    def _read_errors(self) -> None:
+        for line in self._proc.stderr:
+            self._errors += line
+            del self._errors[:-8192]  # the last lines say why
 
     def write(self, frames: np.ndarray) -> None:
         for frame in frames:
-            self._gen.send(np.ascontiguousarray(frame))
+            try:
+                self._proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).data)
+            except OSError:  # ffmpeg is gone (a broken pipe): its own words say why
+                raise self._failure() from None
             self.frames_written += 1
 
+    def _close_ffmpeg(self) -> None:
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass  # ffmpeg already gone; its exit status says why
+        if self._proc.wait() != 0:
+            raise self._failure()
+        self._reader.join(5)
+
+    def _failure(self) -> Exception:
+        """ffmpeg stopped: an OSError with the errno ffmpeg met when it was the disk, else an OutputError."""
+        code = self._proc.wait()
+        self._reader.join(5)
+        text = self._errors.decode("utf-8", "replace")
+        for number in sorted(DISK_FULL_ERRNOS):
+            if os.strerror(number) in text:
+                return OSError(number, os.strerror(number), str(self.temp))
+        if code == -getattr(signal, "SIGXFSZ", -1000):  # killed for writing past the file size limit
+            return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(self.temp))
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        said = lines[-1] if lines else f"exit status {code}"
+        return OutputError(f"The video could not be written: ffmpeg stopped ({said}).")
+
     def finish(self, settings: dict[str, Any]) -> Path:
-        """Close the MP4, write the settings JSON beside it, and return the final video path."""
-        self._gen.close()
-        _fsync(self.temp)
-        final = _claim(self.temp, self.folder, self.stem, ".mp4")
-        sidecar_temp = final.with_name(f".{final.stem}.json.partial")
-        sidecar_temp.write_text(json.dumps(settings, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
-        _fsync(sidecar_temp)
-        os.replace(sidecar_temp, final.with_suffix(".json"))
+        """Close the MP4, write the settings JSON beside it, and return the final video path.
+
+        All or nothing: the MP4 and its settings are both complete and synced before either takes a final name, and
+        a failure on the way (a full disk) removes everything this writer made.
+        """
+        try:
+            self._close_ffmpeg()
+            _fsync(self.temp)
+            with open(self.sidecar_temp, "w", encoding="utf-8") as f:
+                f.write(json.dumps(settings, ensure_ascii=False, indent=2, default=str))
+                f.flush()
+                os.fsync(f.fileno())
+            final = _claim(self.temp, self.folder, self.stem, ".mp4")
+            try:
+                os.replace(self.sidecar_temp, final.with_suffix(".json"))
+            except BaseException:
+                final.unlink(missing_ok=True)
+                raise
+            _fsync_dir(self.folder)
+        except BaseException:
+            self.abort()
+            raise
         return final
 
     def abort(self) -> None:
+        """Stop ffmpeg and remove the temporary files (safe to call more than once)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
         try:
-            self._gen.close()
-        except Exception:  # noqa: BLE001 - ffmpeg may already be gone; the temp file goes either way
+            self._proc.stdin.close()
+        except OSError:
             pass
+        self._proc.wait()
+        self._reader.join(5)
         self.temp.unlink(missing_ok=True)
+        self.sidecar_temp.unlink(missing_ok=True)
+
+
+_MP4_PARTIAL = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.(?P<ns>\d+)\.partial\.mp4$")
+_JSON_PARTIAL = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.(?P<ns>\d+)\.json\.partial$")
+_JSON_PARTIAL_NO_PID = re.compile(r"^\.(?P<stem>.+)\.json\.partial$")  # written by earlier versions
+_STARTED_NS = time.monotonic_ns()  # before any writer of this process made a file
+STALE_PARTIAL_S = 24 * 3600
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except OSError:
+        return False
+    try:  # a killed process nobody has reaped yet is a zombie: it writes nothing any more
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _writer_gone(pid: int, ns: int, age_s: float) -> bool:
+    if pid == os.getpid():
+        # our own pid, but from before this process started writing: a previous studio that had the same pid
+        # (common in containers, where the studio is always one of the first processes)
+        return ns < _STARTED_NS
+    return not _process_alive(pid) or age_s > STALE_PARTIAL_S
+
+
+def remove_partials(folder: str | Path, max_age_s: float = 600) -> list[Path]:
+    """Remove the half-written files a studio that was killed mid-write left in the outputs folder.
+
+    Why at start: a video is written as `.<stem>.<pid>.<ns>.partial.mp4` (and its settings as
+    `.<stem>.<pid>.<ns>.json.partial`) and renamed only once complete, so a kill, a crash or a power cut leaves
+    hidden partial files that the Gallery never lists but that would fill the disk over time. The pid in the name
+    tells whose they are: a file of a process that is gone is removed; one of a live process is kept, since another
+    studio (or another engine in this process) on the same folder may be writing it right now, unless it has not
+    changed for a day. A settings file from earlier versions carries no pid: it is removed once its video exists
+    (the video keeps the same settings inside it) or when it is older than `max_age_s`, longer than any write of
+    a settings file takes. Finished videos are never touched. Returns what was removed; never raises.
+    """
+    root = Path(folder).expanduser()
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(".") or not name.endswith((".partial.mp4", ".json.partial")):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        match = _MP4_PARTIAL.match(name) or _JSON_PARTIAL.match(name)
+        if match:
+            gone = _writer_gone(int(match["pid"]), int(match["ns"]), age)
+        elif (legacy := _JSON_PARTIAL_NO_PID.match(name)) is not None:
+            gone = (root / f"{legacy['stem']}.mp4").exists() or age > max_age_s
+        else:
+            gone = age > STALE_PARTIAL_S
+        if not gone:
+            continue
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("could not remove the partial file %s: %s", entry.path, exc)
+            continue
+        removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d partial file(s) left in %s by a studio that stopped mid-write", len(removed), root)
+    return removed
 
 
 def read_settings(path: str | Path) -> dict[str, Any]:
