@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+
 from engine import find_video, list_videos
+from engine.output import SETTINGS_FORMAT, VideoWriter
 
 
 def finished(folder, name: str, prompt: str, mtime: float):
@@ -46,3 +49,27 @@ def test_find_video_refuses_paths_outside_the_folder_and_partial_files(tmp_path)
     assert find_video(tmp_path / "outputs", tmp_path / "outputs" / ".." / "outside.mp4") is None
     assert find_video(tmp_path / "outputs", tmp_path / "outputs" / ".x.partial.mp4") is None
     assert find_video(tmp_path / "outputs", None) is None
+
+
+def made_by_the_studio(folder, prompt: str):
+    """A real MP4 with its settings embedded and beside it, as the engine writes them."""
+    settings = {"format": SETTINGS_FORMAT, "request": {"prompt": prompt, "seed": 9}}
+    writer = VideoWriter(folder, "clip", 48, 32, 8, settings)
+    writer.write(np.zeros((3, 32, 48, 3), dtype=np.uint8))
+    return writer.finish(settings)
+
+
+def test_a_video_whose_settings_file_never_got_written_is_listed_from_its_embedded_settings(tmp_path):
+    video = made_by_the_studio(tmp_path, "killed before its settings file")
+    video.with_suffix(".json").unlink()
+    [listed] = list_videos(tmp_path)
+    assert (listed.path, listed.prompt, listed.seed) == (video, "killed before its settings file", 9)
+
+
+def test_a_settings_file_that_arrives_after_the_video_was_listed_is_read(tmp_path):
+    video = made_by_the_studio(tmp_path, "first")
+    sidecar = video.with_suffix(".json")
+    sidecar.unlink()
+    assert list_videos(tmp_path)[0].prompt == "first"  # from the MP4, and cached
+    sidecar.write_text(json.dumps({"request": {"prompt": "edited beside it", "seed": 9}}), encoding="utf-8")
+    assert list_videos(tmp_path)[0].prompt == "edited beside it"

@@ -68,3 +68,30 @@ def test_an_outputs_folder_that_cannot_be_created_is_refused_before_any_work(tmp
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot be created"):
         check_outputs_dir(blocker / "outputs")
+
+
+def test_a_video_ffmpeg_could_not_write_is_reported_with_its_reason_and_never_named(tmp_path):
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    writer = VideoWriter(folder, "clip", 48, 32, 8, SETTINGS)
+    folder.rmdir()  # ffmpeg opens its output only once the first frame arrives
+    with pytest.raises(OutputError, match=r"ffmpeg stopped \(.*No such file or directory"):
+        writer.write(frames())
+        writer.finish(SETTINGS)
+    assert not folder.exists()
+
+
+def test_a_finished_video_and_its_settings_arrive_together(tmp_path):
+    writer = VideoWriter(tmp_path, "clip", 48, 32, 8, SETTINGS)
+    writer.write(frames())
+    path = writer.finish(SETTINGS)
+    assert sorted(os.listdir(tmp_path)) == ["clip.json", "clip.mp4"]  # no temporary name left behind
+    assert read_settings(path.with_suffix(".json")) == SETTINGS
+
+
+def test_an_aborted_writer_stops_ffmpeg_and_leaves_nothing(tmp_path):
+    writer = VideoWriter(tmp_path, "clip", 48, 32, 8, SETTINGS)
+    writer.write(frames())
+    writer.abort()
+    writer.abort()  # twice is harmless
+    assert os.listdir(tmp_path) == []
