@@ -390,7 +390,7 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         concurrency_id="controls",
         queue=False,
     )
-    start.then(
+    run = start.then(
         on_generate,
         [tab.image if tab.image is not None else gr.State(None), *tab.request_inputs],
         outputs,
@@ -398,13 +398,9 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         concurrency_id="gpu",
         concurrency_limit=None,  # the engine's queue orders them and Runs bounds it
         show_progress="minimal",
-    ).then(
-        on_end,
-        None,
-        [tab.generate, tab.stop],
-        api_visibility="private",
-        concurrency_limit=None,
-        concurrency_id="controls",
-        queue=False,
     )
+    controls = {"api_visibility": "private", "concurrency_limit": None, "concurrency_id": "controls", "queue": False}
+    run.then(on_end, None, [tab.generate, tab.stop], **controls)
+    # a refused request (gr.Error) skips the .then() above in the browser: without this, Generate stays disabled
+    run.failure(on_end, None, [tab.generate, tab.stop], **controls)
     tab.stop.click(on_stop, None, tab.status, api_visibility="private", queue=False)

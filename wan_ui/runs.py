@@ -119,6 +119,7 @@ def follow(engine: Engine, request: GenerationRequest, runs: Runs, key: str) -> 
             fps = job.valid.request.fps
             events = job.events(latest_preview_only=True)
     except StudioError as exc:
+        yield Update(f"❌ Not started: {exc}", finished=True)  # stays on the page after the pop-up goes
         raise gr.Error(str(exc), title="Can't start this video") from None
     previews = PreviewFiles()
     notices: list[str] = []

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from .conftest import ROOT
 
@@ -123,3 +124,24 @@ def test_a_tab_the_model_cannot_serve_offers_a_one_click_switch(browser, tmp_pat
     finally:
         context.close()
         stop_app(app)
+
+
+def test_a_file_that_is_not_a_picture_is_refused_on_the_page_and_a_real_one_then_runs(page, tmp_path):
+    fake = tmp_path / "holiday.png"
+    fake.write_text("not a picture at all")
+    real = tmp_path / "real.png"
+    Image.new("RGB", (96, 64), (40, 120, 200)).save(real)
+    page.get_by_role("tab", name="Image to Video").click()
+    page.set_input_files("#i2v-image input[type=file]", str(fake))
+    page.fill("#i2v-prompt textarea", "the sea moves")
+    page.click("#i2v-generate")
+    toast = page.get_by_text("not a picture the studio can read")
+    toast.first.wait_for()
+    page.wait_for_function("() => !document.querySelector('#i2v-generate').disabled")  # ready for the next try
+    shot(page, "11-image-that-is-not-a-picture")
+    page.locator("#i2v-image button[aria-label='Remove Image']").click()
+    page.set_input_files("#i2v-image input[type=file]", str(real))
+    page.wait_for_selector("#i2v-image img")
+    page.click("#i2v-generate")
+    page.wait_for_selector("#i2v-video video")
+    assert "seed" in page.inner_text("#i2v-status")
