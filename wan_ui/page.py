@@ -35,10 +35,12 @@ STATUS_EVERY_S = 2.0
 
 
 def model_choices(engine: Engine) -> list[tuple[str, str]]:
+    """The catalog, and first the launch model when it is not in it (also when it failed: it shows what was asked
+    for, and picking it again retries)."""
     found = [(spec.label, model_id) for model_id, spec in builtin_specs().items()]
-    current = _spec(engine)
-    if current is not None and current.id not in builtin_specs():
-        found.insert(0, (current.label, current.id))
+    current = engine.state()
+    if current.model not in builtin_specs():
+        found.insert(0, (current.label, current.model))
     return found
 
 
