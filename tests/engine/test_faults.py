@@ -212,26 +212,31 @@ def test_a_full_small_disk_is_refused_at_submit(make_engine, small_disk):
         engine.submit(request())
 
 
-SETTINGS_LIMIT_SCRIPT = """
+FILE_SIZE_LIMIT_SCRIPT = """
 import resource, sys
 from engine import Engine, GenerationRequest
 
 engine = Engine(model="tiny-ti2v", outputs=sys.argv[1], min_free_bytes=0)
 
 def limit_file_size(stage):
-    if stage == "save":  # ffmpeg runs already, with its own limits: only files this process writes from now on
+    # at "decode" ffmpeg is started after this and inherits the limit; at "save" it runs already with its own, so
+    # only the settings file this process writes meets the limit
+    if stage == sys.argv[2]:
         resource.setrlimit(resource.RLIMIT_FSIZE, (512, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
 engine.fault_injector = limit_file_size
-end = engine.submit(GenerationRequest(prompt="a settings file too big to write", seed=1)).wait(120)
+end = engine.submit(GenerationRequest(prompt="a file too big to write", seed=1, frames=17)).wait(120)
 print(type(end).__name__, getattr(end, "kind", ""), getattr(end, "message", ""), sep="|")
 """
 
 
-def test_a_settings_file_that_cannot_be_written_leaves_no_video_behind(tmp_path):
+@pytest.mark.parametrize(
+    "stage", [pytest.param("decode", id="the-video-ffmpeg-writes"), pytest.param("save", id="the-settings-file")]
+)
+def test_a_file_size_limit_met_while_writing_fails_the_job_and_leaves_nothing(tmp_path, stage):
     outputs = tmp_path / "outputs"
     result = subprocess.run(
-        [sys.executable, "-c", SETTINGS_LIMIT_SCRIPT, str(outputs)],
+        [sys.executable, "-c", FILE_SIZE_LIMIT_SCRIPT, str(outputs), stage],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -241,8 +246,9 @@ def test_a_settings_file_that_cannot_be_written_leaves_no_video_behind(tmp_path)
     assert result.returncode == 0, result.stderr
     kind, failure, message = result.stdout.strip().splitlines()[-1].split("|", 2)
     assert (kind, failure) == ("Failed", "output")
-    assert "larger than a file may be" in message and "File too large" in message and str(outputs) in message
-    assert names(outputs) == set()  # the finished MP4 went with its settings: all or nothing
+    assert message.startswith("The video grew larger than a file may be in the outputs folder")
+    assert "(File too large)" in message and str(outputs) in message
+    assert names(outputs) == set()  # at "save" the finished MP4 went with its settings: all or nothing
 
 
 @pytest.mark.parametrize(
