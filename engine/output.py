@@ -158,6 +158,34 @@ def write_failure_message(folder: str | Path, exc: OSError) -> str:
     )
 
 
+EMBED_MAX_CHARS = 32_000  # one command-line argument may hold 128 KiB; JSON escapes a CJK character as 6
+
+
+def embedded_settings(settings: dict[str, Any], max_chars: int = EMBED_MAX_CHARS) -> str:
+    """The settings as the JSON the MP4 itself carries: whole when it fits, else with long texts shortened.
+
+    The JSON beside the video always holds everything; this copy only has to survive a lost settings file. Without
+    the bound, a long Chinese prompt made ffmpeg's argument list too long and the finished work was lost.
+    """
+    meta = json.dumps(settings, ensure_ascii=True, separators=(",", ":"), default=str)
+    if len(meta) <= max_chars:
+        return meta
+    slim = dict(settings, embedded="shortened")
+    request = dict(slim.get("request") or {})
+    for key in ("prompt", "negative_prompt"):
+        if isinstance(request.get(key), str) and len(request[key]) > 1000:
+            request[key] = request[key][:1000] + "…"
+    request["extra"] = {}
+    slim["request"] = request
+    slim["notices"] = []
+    meta = json.dumps(slim, ensure_ascii=True, separators=(",", ":"), default=str)
+    if len(meta) <= max_chars:
+        return meta
+    essentials = {k: settings.get(k) for k in ("format", "app_version", "created", "model", "model_source", "family")}
+    numbers = {k: v for k, v in request.items() if k not in ("prompt", "negative_prompt", "extra")}
+    return json.dumps(essentials | {"request": numbers, "embedded": "shortened"}, default=str)
+
+
 class VideoWriter:
     """Streams frames into ffmpeg under a hidden temporary name; finish() gives the file its final name.
 
@@ -173,7 +201,7 @@ class VideoWriter:
         token = f"{os.getpid()}.{time.monotonic_ns()}"  # the pid tells a restart whose partial file this is
         self.temp = folder / f".{stem}.{token}.partial.mp4"
         self.sidecar_temp = folder / f".{stem}.{token}.json.partial"
-        meta = json.dumps(settings, ensure_ascii=True, separators=(",", ":"), default=str)
+        meta = embedded_settings(settings)
         command = [
             imageio_ffmpeg.get_ffmpeg_exe(),
             "-y",

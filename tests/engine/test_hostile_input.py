@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from engine import Done, Failed, GenerationRequest, Notice, RequestError, builtin_specs, read_settings, validate
+from engine.output import read_embedded_settings
 from engine.request import MAX_IMAGE_PIXELS, MAX_PROMPT_CHARS, load_image
 from tests.pictures import bomb_png
 
@@ -96,6 +97,15 @@ def test_emoji_right_to_left_and_chinese_prompts_make_a_video_with_the_prompt_sa
     assert isinstance(done, Done)
     assert Path(done.path).name.endswith("_3_abc.mp4")  # file names keep to ASCII
     assert read_settings(done.path)["request"]["prompt"] == prompt
+
+
+def test_the_longest_chinese_prompt_makes_a_video_with_the_whole_prompt_kept_beside_it(make_engine):
+    prompt = "一只猫在雨中撑伞，" * (MAX_PROMPT_CHARS // 9)
+    done = make_engine().submit(GenerationRequest(prompt=prompt, steps=1, seed=3)).wait(180)
+    assert isinstance(done, Done), getattr(done, "message", done)
+    assert read_settings(done.path)["request"]["prompt"] == prompt
+    embedded = read_embedded_settings(done.path)  # the MP4's own copy is shortened, not lost
+    assert embedded["embedded"] == "shortened" and embedded["request"]["prompt"].startswith(prompt[:900])
 
 
 # ----- numbers ---------------------------------------------------------------------------------------------------
