@@ -136,3 +136,15 @@ def test_a_server_path_passed_as_the_image_is_refused(app, path):
     reply = httpx.get(f"{api}/{event}", timeout=60).text
     assert "event: error" in reply and "not uploaded by a user" in reply
     assert "root:" not in reply
+
+
+@pytest.mark.parametrize(
+    ("backend", "language", "says"),
+    [
+        ("../../etc/passwd", "en", "backend must be one of rules, local, openai"),
+        ("rules", "/etc/passwd", "language must be one of en, zh"),
+        ("rules", "en\x00", "language must be one of en, zh"),
+    ],
+)
+def test_a_refiner_or_language_name_that_is_a_path_is_refused(app, backend, language, says):
+    assert says in refusal(app, prompt="a cat", backend=backend, language=language, api_name="/refine_prompt")
