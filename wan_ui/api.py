@@ -16,6 +16,8 @@ from .inputs import number_input, picture_input
 from .runs import Runs, follow
 
 API_OUTPUTS = ("preview", "video", "seed", "status", "settings")
+# the engine's request fields under their API parameter names, for messages about them
+API_NAMES = {"frames": "num_frames", "guidance": "guidance_scale", "guidance_2": "guidance_scale_2"}
 
 
 def _request(
@@ -45,7 +47,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
         preview = None
         key = f"{request.session_hash}:api"
         runs.arm(key)  # a /stop sent while nothing ran must not stop this new call
-        for update in follow(engine, req, runs, key):
+        for update in follow(engine, req, runs, key, API_NAMES):
             preview = update.preview or preview
             yield preview, update.video, update.seed, update.status, update.settings
 

@@ -98,8 +98,13 @@ def status_markdown(update: Update) -> str:
     return "\n".join(lines)
 
 
-def follow(engine: Engine, request: GenerationRequest, runs: Runs, key: str) -> Iterator[Update]:
-    """Submit the request and yield updates until it ends. Bad input raises gr.Error in the user's words."""
+def follow(
+    engine: Engine, request: GenerationRequest, runs: Runs, key: str, names: dict[str, str] | None = None
+) -> Iterator[Update]:
+    """Submit the request and yield updates until it ends. Bad input raises gr.Error in the user's words.
+
+    `names` maps the engine's field names to the caller's (the API's num_frames for frames) in those messages.
+    """
     if runs.stop_requested(key):
         yield Update("Stopped before it started; nothing was saved.", finished=True)
         return
@@ -119,8 +124,12 @@ def follow(engine: Engine, request: GenerationRequest, runs: Runs, key: str) -> 
             fps = job.valid.request.fps
             events = job.events(latest_preview_only=True)
     except StudioError as exc:
-        yield Update(f"❌ Not started: {exc}", finished=True)  # stays on the page after the pop-up goes
-        raise gr.Error(str(exc), title="Can't start this video") from None
+        message = str(exc)
+        field = getattr(exc, "field", None)
+        if names and field in names and message.startswith(field):
+            message = names[field] + message[len(field) :]
+        yield Update(f"❌ Not started: {message}", finished=True)  # stays on the page after the pop-up goes
+        raise gr.Error(message, title="Can't start this video") from None
     previews = PreviewFiles()
     notices: list[str] = []
     decoded: list = []

@@ -34,12 +34,12 @@ def runs(app, **kwargs) -> dict:
 @pytest.mark.parametrize(
     ("field", "value", "says"),
     [
-        ("num_frames", 0, "frames must be at least"),
-        ("num_frames", 10_000, "frames must be at most"),
+        ("num_frames", 0, "num_frames must be at least"),
+        ("num_frames", 10_000, "num_frames must be at most"),
         ("width", 7, "width must be at least"),
         ("height", 100_000, "height must be at most"),
         ("steps", 10_000, "steps must be at most"),
-        ("guidance_scale", -1, "guidance must be at least"),
+        ("guidance_scale", -1, "guidance_scale must be at least"),
         ("seed", 2**40, "seed must be at most 4294967295"),
         ("seed", -2, "seed must be at least -1"),
         ("width", "wide", "width must be a number, got 'wide'"),
