@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from engine import Failed, PromptRefiner, RefinerConfig
@@ -34,23 +35,17 @@ def plant_pickle(folder: Path, name: str, marker: Path) -> None:
     torch.save({"weight": _Payload(marker)}, folder / name)
 
 
-def test_a_video_model_with_only_pickled_weights_is_refused_unread(make_engine, tmp_path):
+@pytest.mark.parametrize(
+    ("component", "file_name"),
+    [("transformer", "diffusion_pytorch_model.bin"), ("text_encoder", "pytorch_model.bin")],
+)
+def test_a_model_part_with_only_pickled_weights_is_refused_unread(make_engine, tmp_path, component, file_name):
     folder = tmp_path / "pickled"
     shutil.copytree(ensure_tiny("tiny-ti2v"), folder)
     marker = tmp_path / "unpickled"
-    plant_pickle(folder / "transformer", "diffusion_pytorch_model.bin", marker)
+    plant_pickle(folder / component, file_name, marker)
     end = make_engine(str(folder)).load_model().wait(60)
-    assert isinstance(end, Failed) and "'transformer' could not be loaded" in end.message
-    assert not marker.exists()
-
-
-def test_a_text_encoder_with_only_pickled_weights_is_refused_unread(make_engine, tmp_path):
-    folder = tmp_path / "pickled"
-    shutil.copytree(ensure_tiny("tiny-ti2v"), folder)
-    marker = tmp_path / "unpickled"
-    plant_pickle(folder / "text_encoder", "pytorch_model.bin", marker)
-    end = make_engine(str(folder)).load_model().wait(60)
-    assert isinstance(end, Failed) and "'text_encoder' could not be loaded" in end.message
+    assert isinstance(end, Failed) and f"'{component}' could not be loaded" in end.message
     assert not marker.exists()
 
 
