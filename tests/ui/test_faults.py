@@ -5,28 +5,11 @@ Debian's Chromium through Playwright on a real `python app.py` (skipped where /u
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import pytest
-
 from engine import list_videos
 
-from .conftest import start_app, stop_app
+from .conftest import needs_chromium, start_app, stop_app
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+pytestmark = needs_chromium
 
 
 def test_a_model_that_cannot_load_leaves_the_studio_up_and_another_can_be_picked(browser, tmp_path):
