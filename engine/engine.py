@@ -427,6 +427,7 @@ class Engine:
         stage = "loading the model"
         try:
             self._checkpoint(job, "load")
+            check_free_space(self.outputs, job.valid.request, self.min_free_bytes)  # again: the queue may have waited
             started = time.perf_counter()
             self._ensure_loaded(job)
             spec = self.spec

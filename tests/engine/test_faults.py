@@ -126,6 +126,21 @@ def test_a_video_the_disk_has_no_room_for_is_refused_at_submit(make_engine, tmp_
     assert engine.queue_length() == 0 and names(outputs) == set()
 
 
+def test_a_queued_job_whose_disk_filled_while_it_waited_fails_before_any_work(make_engine, tmp_path):
+    engine = make_engine("tiny-ti2v")
+    job = engine.submit(request())  # room enough when it was queued
+
+    def disk_fills_meanwhile(stage: str) -> None:
+        if stage == "load":
+            engine.min_free_bytes = shutil.disk_usage(tmp_path).free + 10**9
+
+    engine.fault_injector = disk_fills_meanwhile
+    events = list(job.events(timeout=60))
+    assert isinstance(events[-1], Failed) and events[-1].kind == "output"
+    assert events[-1].message.startswith("Not enough free disk space")
+    assert not [e for e in events if type(e).__name__ == "Step"]
+
+
 def test_a_disk_with_room_for_the_video_and_the_reserve_takes_it(make_engine, tmp_path):
     free = shutil.disk_usage(tmp_path).free
     need = estimate_video_bytes(64, 64, 9)
