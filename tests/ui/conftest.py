@@ -40,13 +40,14 @@ def start_app(outputs: Path, *flags: str, timeout: float = 120) -> RunningApp:
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
     command = [sys.executable, "app.py", "--model", "tiny-ti2v", "--port", str(port), "--outputs", str(outputs)]
-    proc = subprocess.Popen(
-        [*command, *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    outputs.mkdir(parents=True, exist_ok=True)
+    log = outputs.parent / f"{outputs.name}-app-{port}.log"  # a file, not a pipe nobody reads: it never fills
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([*command, *flags], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"app exited early:\n{proc.stdout.read()}")
+            pytest.fail(f"app exited early:\n{log.read_text(errors='replace')}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return RunningApp(f"http://127.0.0.1:{port}/", outputs, proc)
