@@ -5,23 +5,16 @@ No timing assertions: speed goals live in the benchmark's output, never in tests
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def gpu_bench():
-    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_bench"] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_bench")
 
 
 def test_tiny_scale_runs_every_kind_of_variant_and_writes_json_markdown_and_peaks(gpu_bench, tmp_path):
