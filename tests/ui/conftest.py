@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +84,27 @@ def browser():
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield chromium
         chromium.close()
+
+
+def open_page(browser, url: str):
+    """A browser tab on the studio, the size the screenshots are taken at, with the header drawn."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    page.goto(url)
+    page.wait_for_selector("#model-state")
+    return context, page
+
+
+@contextmanager
+def own_studio_page(browser, outputs: Path, *flags: str) -> Iterator[tuple[RunningApp, object]]:
+    """A studio of its own and a page on it, for tests that change what every user sees (the loaded model)."""
+    app = start_app(outputs, *flags)
+    context = None
+    try:
+        context, page = open_page(browser, app.url)
+        yield app, page
+    finally:
+        if context is not None:
+            context.close()
+        stop_app(app)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from .conftest import ROOT, needs_chromium
+from .conftest import ROOT, needs_chromium, open_page, own_studio_page
 
 ARTIFACTS = Path(os.environ.get("WAN_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
@@ -18,11 +18,7 @@ pytestmark = needs_chromium
 
 @pytest.fixture
 def page(browser, app):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(90_000)
-    page.goto(app.url)
-    page.wait_for_selector("#model-state")
+    context, page = open_page(browser, app.url)
     yield page
     context.close()
 
@@ -84,15 +80,7 @@ def test_the_gallery_lists_an_api_video_and_reuse_fills_the_tab(page, app):
 
 
 def test_a_tab_the_model_cannot_serve_offers_a_one_click_switch(browser, tmp_path):
-    from .conftest import start_app, stop_app
-
-    app = start_app(tmp_path / "outputs")  # its own studio: switching models must not disturb the other tests
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(90_000)
-        page.goto(app.url)
-        page.wait_for_selector("#model-state")
+    with own_studio_page(browser, tmp_path / "outputs") as (_app, page):  # switching models affects everyone
         page.click("#model-select input")
         page.get_by_role("option", name="Tiny I2V MoE").click()
         page.wait_for_function("() => document.querySelector('#model-state').innerText.includes('Tiny I2V MoE')")
@@ -109,9 +97,6 @@ def test_a_tab_the_model_cannot_serve_offers_a_one_click_switch(browser, tmp_pat
         page.get_by_text("Advanced").first.click()
         page.locator("#t2v-advanced-guidance-2").wait_for()  # the MoE model's second guidance shows
         shot(page, "10-switched-to-moe-advanced")
-    finally:
-        context.close()
-        stop_app(app)
 
 
 def test_a_file_that_is_not_a_picture_is_refused_on_the_page_and_a_real_one_then_runs(page, tmp_path):

@@ -7,19 +7,13 @@ from __future__ import annotations
 
 from engine import list_videos
 
-from .conftest import needs_chromium, start_app, stop_app
+from .conftest import needs_chromium, own_studio_page
 
 pytestmark = needs_chromium
 
 
 def test_a_model_that_cannot_load_leaves_the_studio_up_and_another_can_be_picked(browser, tmp_path):
-    app = start_app(tmp_path / "outputs", "--model", "/nonexistent/folder")
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(90_000)
-        page.goto(app.url)
-        page.wait_for_selector("#model-state")
+    with own_studio_page(browser, tmp_path / "outputs", "--model", "/nonexistent/folder") as (app, page):
         state = page.inner_text("#model-state")
         assert "/nonexistent/folder" in state and "failed" in state
         assert "is neither a catalog model, a folder, nor a Hub id" in state  # the reason, in the user's words
@@ -37,6 +31,3 @@ def test_a_model_that_cannot_load_leaves_the_studio_up_and_another_can_be_picked
         assert "seed" in page.inner_text("#t2v-status")
         assert [v.prompt for v in list_videos(app.outputs)] == ["a lantern drifts over a dark lake"]
         assert app.process.poll() is None
-    finally:
-        context.close()
-        stop_app(app)
