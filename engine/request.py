@@ -18,6 +18,8 @@ from .errors import RequestError
 SEED_MAX = 2**32 - 1
 MAX_PROMPT_CHARS = 50_000  # the text encoder reads 512 tokens; a hundred times more is never meant
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls except tab, CR, LF
+MAX_IMAGE_PIXELS = 100_000_000  # above any camera's default output; decoded RGB it is 300 MB of memory
+IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF or GIF"
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,6 @@ def _in_range(name: str, value: float, bounds: tuple[float, float], unit: str = 
         raise RequestError(name, f"{name} must be at least {low}{unit}; got {value}{unit}.")
     if value > high:
         raise RequestError(name, f"{name} must be at most {high}{unit}; got {value}{unit}.")
-
-
-MAX_IMAGE_PIXELS = 100_000_000  # above any camera's default output; decoded RGB it is 300 MB of memory
-IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF or GIF"
 
 
 def load_image(image: Any) -> Image.Image:
