@@ -381,15 +381,8 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         return "Stopping: the job ends after the current step." if running else "Stopping before the job starts."
 
     outputs = [tab.status, tab.preview, tab.video, tab.settings, tab.seed]
-    start = tab.generate.click(
-        on_start,
-        None,
-        [tab.generate, tab.stop, tab.status, tab.video],
-        api_visibility="private",
-        concurrency_limit=None,
-        concurrency_id="controls",
-        queue=False,
-    )
+    controls = {"api_visibility": "private", "concurrency_limit": None, "concurrency_id": "controls", "queue": False}
+    start = tab.generate.click(on_start, None, [tab.generate, tab.stop, tab.status, tab.video], **controls)
     run = start.then(
         on_generate,
         [tab.image if tab.image is not None else gr.State(None), *tab.request_inputs],
@@ -399,7 +392,6 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         concurrency_limit=None,  # the engine's queue orders them and Runs bounds it
         show_progress="minimal",
     )
-    controls = {"api_visibility": "private", "concurrency_limit": None, "concurrency_id": "controls", "queue": False}
     run.then(on_end, None, [tab.generate, tab.stop], **controls)
     # a refused request (gr.Error) skips the .then() above in the browser: without this, Generate stays disabled
     run.failure(on_end, None, [tab.generate, tab.stop], **controls)
