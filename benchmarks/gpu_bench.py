@@ -64,10 +64,11 @@ from engine.memory import (  # noqa: E402
     ExpertSwitch,
     apply_memory,
     component_bytes,
-    decode_needs_tiling,
     free_vram,
     load_peaks,
     plan_memory,
+    set_vae_tiling,
+    vae_tiling_reason,
 )
 from engine.output import to_uint8  # noqa: E402
 from engine.pipeline_call import pipeline_kwargs, set_shift  # noqa: E402
@@ -517,8 +518,8 @@ class Bench:
         _reset_peaks(self.device)
         _sync(self.device)
         t0 = time.perf_counter()
-        tiling = decode_needs_tiling(self.device, r.width, r.height)
-        vae.enable_tiling() if tiling else vae.disable_tiling()
+        tiling = vae_tiling_reason(self.device, r.width, r.height)
+        set_vae_tiling(vae, tiling)
         z = denormalize(vae, latents.to(get_module_execution_device(vae), vae.dtype))
         frames = []
         for chunk in stream_decode(vae, z):

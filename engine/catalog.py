@@ -50,6 +50,9 @@ class ModelSpec:
     tiny: bool = False
     revision: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Where each default came from when a folder's own value differs from its family's preset: field -> notice.
+    # Said with every job that uses the default (validate), so the video's settings explain it.
+    differs: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def accepts_image(self) -> bool:
@@ -136,13 +139,13 @@ def family_from_model_index(index: dict) -> tuple[str, bool]:
     )
 
 
-def read_model_index(source: str, revision: str | None = None) -> dict:
-    """model_index.json of a local folder or a Hub repo (from the cache when offline)."""
+def read_model_file(source: str, name: str, revision: str | None = None) -> dict:
+    """A JSON file of a local folder or a Hub repo (from the cache when offline), e.g. model_index.json."""
     if os.path.isdir(source):
-        path = Path(source) / "model_index.json"
+        path = Path(source) / name
         if not path.is_file():
             raise ModelLoadError(
-                f"folder {source} has no model_index.json",
+                f"folder {source} has no {name}",
                 "Point --model at a diffusers pipeline folder (the one saved by save_pretrained).",
             )
     else:
@@ -150,7 +153,7 @@ def read_model_index(source: str, revision: str | None = None) -> dict:
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
         try:
-            path = hf_hub_download(source, "model_index.json", revision=revision)
+            path = hf_hub_download(source, name, revision=revision)
         except LocalEntryNotFoundError as exc:
             raise ModelLoadError(
                 f"{source} is not in the local Hugging Face cache and the Hub cannot be reached",
@@ -162,15 +165,98 @@ def read_model_index(source: str, revision: str | None = None) -> dict:
                 f"{source} could not be fetched from the Hub ({exc.__class__.__name__}: {exc})",
                 "Check the repository id and your network, or pass a local diffusers folder to --model.",
             ) from exc
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{name} of {source} is not readable JSON", "Download the model again.") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{name} of {source} is not a JSON object", "Download the model again.")
+    return data
+
+
+def read_model_index(source: str, revision: str | None = None) -> dict:
+    """model_index.json of a local folder or a Hub repo (from the cache when offline)."""
+    return read_model_file(source, "model_index.json", revision)
+
+
+def scheduler_shift(config: dict) -> float | None:
+    """The flow shift a scheduler config applies (UniPC/DPM: flow_shift with flow sigmas; Euler: shift)."""
+    key = "flow_shift" if "flow_shift" in config else "shift" if "shift" in config else None
+    if key is None or config.get("use_dynamic_shifting"):
+        return None
+    value = config[key]
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _folder_number(index: dict, key: str) -> float | None:
+    value = index.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _folder_defaults(model: str, index: dict, base: ModelSpec, moe: bool, revision: str | None) -> dict[str, Any]:
+    """A folder's own defaults (its scheduler's shift, its boundary, any guidance or steps its model_index.json
+    carries), each with a notice where it differs from the family preset. The folder wins: it is what was trained."""
+    try:
+        scheduler = read_model_file(model, "scheduler/scheduler_config.json", revision)
+    except ModelLoadError:
+        scheduler = {}
+    found: dict[str, tuple[float | None, str]] = {
+        "shift": (scheduler_shift(scheduler), "its scheduler config"),
+        "guidance": (_folder_number(index, "guidance_scale"), "its model_index.json"),
+        "steps": (_folder_number(index, "num_inference_steps"), "its model_index.json"),
+    }
+    if moe:
+        found["boundary"] = (_folder_number(index, "boundary_ratio"), "its model_index.json")
+        found["guidance_2"] = (_folder_number(index, "guidance_scale_2"), "its model_index.json")
+    values: dict[str, Any] = {}
+    differs: dict[str, str] = {}
+    names = {
+        "shift": "shift",
+        "guidance": "guidance",
+        "guidance_2": "low-noise guidance",
+        "steps": "steps",
+        "boundary": "expert boundary",
+    }
+    for key, (value, where) in found.items():
+        preset = getattr(base, key)
+        if value is None:
+            continue
+        value = int(value) if key == "steps" else value
+        values[key] = value
+        if preset is not None and abs(float(value) - float(preset)) > 1e-9:
+            differs[key] = (
+                f"{names[key].capitalize()} {value:g} comes from the model folder ({where}); the {base.id} preset "
+                f"uses {preset:g}. The folder's value is used because it is what this model was made with; "
+                f"set it in Advanced to override."
+            )
+    if not scheduler:
+        differs["scheduler"] = f"The model folder has no readable scheduler config: the {base.id} defaults are used."
+    values["differs"] = differs
+    return values
+
+
+def _widen(limits: Limits, values: dict[str, Any]) -> Limits:
+    """Bounds that admit a folder's own defaults (a distilled model may use 1 step or guidance 1.0)."""
+
+    def around(bounds: tuple, value: Any) -> tuple:
+        return bounds if value is None else (min(bounds[0], value), max(bounds[1], value))
+
+    guidance = around(limits.guidance, values.get("guidance"))
+    return replace(
+        limits,
+        steps=around(limits.steps, values.get("steps")),
+        guidance=around(guidance, values.get("guidance_2")),
+        shift=around(limits.shift, values.get("shift")),
+    )
 
 
 def resolve_spec(model: str, revision: str | None = None) -> ModelSpec:
     """A catalog id, a local diffusers folder, or a Hub id -> its spec.
 
-    Folders and Hub ids take the defaults of the catalog model of the same family, and their
-    boundary from their own model_index.json.
+    A catalog model takes the catalog's defaults. A folder or Hub id takes its own scheduler's shift, its own
+    boundary and any guidance or steps it states; the rest (sizes, frames, steps where silent) from the catalog
+    model of the same family. Where the folder's value differs from that preset, spec.differs says so.
     """
     specs = builtin_specs()
     if model in specs:
@@ -189,7 +275,8 @@ def resolve_spec(model: str, revision: str | None = None) -> ModelSpec:
     family, moe = family_from_model_index(index)
     by_family = {"ti2v": "ti2v-5b", "t2v": "t2v-a14b", "i2v": "i2v-a14b"}
     base = specs[by_family[family]]
-    boundary = index.get("boundary_ratio") if moe else None
+    own = _folder_defaults(model, index, base, moe, revision)
+    guidance = own.get("guidance", base.guidance)
     return replace(
         base,
         id=model,
@@ -197,7 +284,12 @@ def resolve_spec(model: str, revision: str | None = None) -> ModelSpec:
         source=model,
         family=family,
         moe=moe,
-        boundary=boundary,
-        guidance_2=base.guidance_2 if moe else None,
+        boundary=own.get("boundary") if moe else None,
+        shift=own.get("shift", base.shift),
+        guidance=guidance,
+        guidance_2=own.get("guidance_2", base.guidance_2 if base.guidance_2 is not None else guidance) if moe else None,
+        steps=own.get("steps", base.steps),
+        limits=_widen(base.limits, own),
         revision=revision,
+        differs=own["differs"],
     )

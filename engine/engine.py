@@ -31,11 +31,12 @@ from .memory import (
     MemoryPlan,
     apply_memory,
     component_bytes,
-    decode_needs_tiling,
     free_vram,
     load_peaks,
     plan_memory,
     planning_size,
+    set_vae_tiling,
+    vae_tiling_reason,
 )
 from .output import (
     SETTINGS_FORMAT,
@@ -47,15 +48,15 @@ from .output import (
     to_uint8,
     write_failure_message,
 )
-from .pipeline_call import pipeline_kwargs, set_shift, truncation_notices
+from .pipeline_call import pipeline_kwargs, prepare_call, sampling_settings, truncation_notices
 from .preview import denoised_estimate, latents_to_rgb
 from .refine import PromptRefiner, RefineError
 from .request import GenerationRequest, validate
 from .speed import SpeedOptions, SpeedState, apply_compile, apply_speed
+from .views import CALLBACK_TENSORS, pipeline_view
 
 log = logging.getLogger("wan_studio.engine")
 APP_VERSION = "0.1.0"
-_CALLBACK_TENSORS = ["latent_model_input", "noise_pred"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Engine:
         self._spec: ModelSpec | None = None
         self._spec_error: ModelLoadError | None = None
         self._pipe = None
-        self._i2v_view = None
+        self._views: dict = {}  # the other pipeline class over the same components (views.py)
         self._plan: MemoryPlan | None = None
         self._switch: ExpertSwitch | None = None
         self._state = "not loaded"
@@ -319,7 +320,8 @@ class Engine:
     # ----- loading --------------------------------------------------------------------------------------------
 
     def _unload(self) -> None:
-        self._pipe = self._i2v_view = self._switch = self._plan = self._speed_state = None
+        self._views = {}
+        self._pipe = self._switch = self._plan = self._speed_state = None
         self._state, self._state_message = "not loaded", ""
         self._release_memory()
 
@@ -385,34 +387,11 @@ class Engine:
             raise ModelLoadError(
                 "it does not fit in memory", "Try --memory group or sequential, or a smaller model", spec.id
             ) from None
-        pipe._callback_tensor_inputs = list(pipe._callback_tensor_inputs) + _CALLBACK_TENSORS
+        pipe._callback_tensor_inputs = list(pipe._callback_tensor_inputs) + CALLBACK_TENSORS
         self._pipe, self._plan, self._speed_state = pipe, plan, speed
         self._switch = ExpertSwitch(pipe, plan, self.device)
         self._state, self._state_message = "ready", ""
         report("ready", 1.0, f"{spec.label} ready on {self.device_name()}")
-
-    def _pipeline_for(self, with_image: bool):
-        """The pipeline for this request: TI2V-5B takes an image through the I2V pipeline class, same components."""
-        pipe = self._pipe
-        if not with_image or pipe.__class__.__name__ == "WanImageToVideoPipeline":
-            return pipe
-        if self._i2v_view is None:
-            from diffusers import WanImageToVideoPipeline
-
-            view = WanImageToVideoPipeline(
-                tokenizer=pipe.tokenizer,
-                text_encoder=pipe.text_encoder,
-                vae=pipe.vae,
-                scheduler=pipe.scheduler,
-                transformer=pipe.transformer,
-                transformer_2=pipe.transformer_2,
-                boundary_ratio=pipe.config.boundary_ratio,
-                expand_timesteps=pipe.config.expand_timesteps,
-            )
-            view.set_progress_bar_config(disable=True)
-            view._callback_tensor_inputs = list(view._callback_tensor_inputs) + _CALLBACK_TENSORS
-            self._i2v_view = view
-        return self._i2v_view
 
     # ----- generation -----------------------------------------------------------------------------------------
 
@@ -438,11 +417,11 @@ class Engine:
             timings: dict[str, float] = {"load": time.perf_counter() - started}
             stage = "denoising"
             self._checkpoint(job, "denoise")
-            latents, timings_denoise = self._denoise(job, spec, started)
+            latents, timings_denoise, sampling = self._denoise(job, spec, started)
             timings.update(timings_denoise)
             stage = "decoding"
             self._checkpoint(job, "decode")
-            settings = self._settings(job, spec, timings)
+            settings = self._settings(job, spec, timings, sampling)
             writer, timings["decode"] = self._decode(job, latents, settings)
             stage = "saving the video"
             self._checkpoint(job, "save")
@@ -468,8 +447,9 @@ class Engine:
                 writer.abort()  # before the job ends: when it says nothing was saved, no partial file is left
             job.emit(ev.Failed(job.id, write_failure_message(self.outputs, exc), "output"))
         except Exception as exc:  # noqa: BLE001 - any other failure ends this job only
-            log.exception("job %s failed", job.id)
-            job.emit(ev.Failed(job.id, f"Generation failed while {stage}: {exc.__class__.__name__}: {exc}"))
+            log.error("job %s failed while %s: %s: %s", job.id, stage, exc.__class__.__name__, exc)
+            log.debug("job %s traceback", job.id, exc_info=True)
+            job.emit(ev.Failed(job.id, _unexpected(stage)))
         finally:
             if writer is not None:
                 writer.abort()
@@ -483,11 +463,17 @@ class Engine:
         hint = f"switch memory mode from {mode} to {lower}, or " if lower else ""
         return f"Out of GPU memory while {stage}. To fit, {hint}lower the size or the number of frames."
 
-    def _denoise(self, job: Job, spec: ModelSpec, started: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def _denoise(self, job: Job, spec: ModelSpec, started: float) -> tuple[torch.Tensor, dict[str, float], dict]:
         valid = job.valid
         r = valid.request
-        pipe = self._pipeline_for(valid.image is not None)
-        set_shift(pipe, r.shift)
+        pipe = pipeline_view(self._pipe, valid.image is not None, self._views)
+        prepare_call(pipe, r)
+        encodes = 0 if valid.image is None else (1 if pipe.config.expand_timesteps else r.frames)
+        tiling = vae_tiling_reason(self.device, r.width, r.height, encodes)
+        set_vae_tiling(pipe.vae, tiling)  # once, before the call: the I2V condition encode runs inside it
+        if tiling:
+            job.emit(ev.Notice(job.id, tiling))
+        sampling = sampling_settings(pipe, r)
         self._switch.before_job()
         boundary = pipe.config.boundary_ratio
         boundary_t = None if boundary is None else boundary * pipe.scheduler.config.num_train_timesteps
@@ -528,7 +514,7 @@ class Engine:
             return {}
 
         kwargs = pipeline_kwargs(pipe, r, valid.image)
-        kwargs.update(callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=_CALLBACK_TENSORS)
+        kwargs.update(callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=CALLBACK_TENSORS)
         call_start = time.perf_counter()
         try:
             latents = pipe(**kwargs).frames
@@ -544,7 +530,7 @@ class Engine:
             "denoise": end - denoise_start,
             "step_mean": sum(step_times) / max(1, len(step_times)),
         }
-        return latents, timings
+        return latents, timings, sampling
 
     def _decode(self, job: Job, latents: torch.Tensor, settings: dict) -> tuple[VideoWriter, float]:
         from diffusers.utils.torch_utils import get_module_execution_device
@@ -553,12 +539,6 @@ class Engine:
         pipe = self._pipe
         vae = pipe.vae
         t0 = time.perf_counter()
-        tiling = decode_needs_tiling(self.device, r.width, r.height)
-        if tiling:
-            job.emit(ev.Notice(job.id, tiling))
-            vae.enable_tiling()
-        else:
-            vae.disable_tiling()
         z = denormalize(vae, latents.to(get_module_execution_device(vae), vae.dtype))
         outputs = check_outputs_dir(self.outputs)
         stem = f"{_dt.datetime.now():%Y%m%d-%H%M%S}_{r.seed}_{slug(r.prompt)}"
@@ -579,7 +559,7 @@ class Engine:
             raise
         return writer, time.perf_counter() - t0
 
-    def _settings(self, job: Job, spec: ModelSpec, timings: dict[str, float]) -> dict[str, Any]:
+    def _settings(self, job: Job, spec: ModelSpec, timings: dict[str, float], sampling: dict) -> dict[str, Any]:
         valid = job.valid
         settings: dict[str, Any] = {
             "format": SETTINGS_FORMAT,
@@ -591,6 +571,7 @@ class Engine:
             "family": spec.family,
             "request": valid.request.settings(),
             "image": None if valid.image is None else {"width": valid.image.width, "height": valid.image.height},
+            "sampling": sampling,
             "memory": {"mode": self._plan.mode, "reason": self._plan.reason},
             "speed": self._speed_state.settings() if self._speed_state else None,
             "device": self.device_name(),
@@ -615,6 +596,14 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "unknown"
+
+
+def _unexpected(stage: str) -> str:
+    """A failure the studio did not foresee, in the user's words; the exception itself goes to the terminal's log."""
+    return (
+        f"Generation failed while {stage}: something went wrong inside the model pipeline, not in your settings. "
+        "The terminal running the studio has the details. Try again; if it repeats, try another size or model."
+    )
 
 
 def request_from_settings(settings: dict[str, Any]) -> GenerationRequest:

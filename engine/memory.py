@@ -256,13 +256,34 @@ class ExpertSwitch:
 VAE_DECODE_BYTES_PER_PIXEL = 12 * 1024
 
 
-def decode_needs_tiling(device: torch.device, width: int, height: int) -> str | None:
-    """A reason to tile the VAE decode when it would not fit in free VRAM; None when it fits (always on CPU)."""
-    if device.type != "cuda":
-        return None
-    free = free_vram(device) or 0  # within a per-process limit, when one is set
-    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    need = VAE_DECODE_BYTES_PER_PIXEL * width * height
+def vae_tiling_reason(
+    device: torch.device, width: int, height: int, encode_frames: int = 0, free: int | None = None
+) -> str | None:
+    """A reason to tile the VAE for a whole job (condition encode and decode), or None when untiled fits.
+
+    Decided once before the pipeline call: I2V-A14B encodes a float32 condition video of every frame inside the call,
+    and the decode comes after it. `free` (bytes) is for tests; by default the GPU's free memory (none on CPU).
+    """
+    if free is None:
+        if device.type != "cuda":
+            return None
+        free = free_vram(device) or 0  # within a per-process limit, when one is set
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    pixels = width * height
+    need = VAE_DECODE_BYTES_PER_PIXEL * pixels
+    what = "the decode"
+    if encode_frames:
+        encode = VAE_DECODE_BYTES_PER_PIXEL * pixels + 3 * 4 * encode_frames * pixels  # + the float32 video itself
+        if encode > need:
+            need, what = encode, "encoding the image's condition video"
     if need <= free:
         return None
-    return f"the decode needs about {need / GIB:.1f} GiB and {free / GIB:.1f} GiB is free: decoding in tiles"
+    return f"{what} needs about {need / GIB:.1f} GiB and {free / GIB:.1f} GiB is free: the VAE works in tiles"
+
+
+def set_vae_tiling(vae, reason: str | None) -> None:
+    """Tiling on with a reason, off without: nothing is left from the previous job."""
+    if reason:
+        vae.enable_tiling()
+    else:
+        vae.disable_tiling()

@@ -10,11 +10,33 @@ from .request import GenerationRequest
 
 
 def set_shift(pipe, shift: float) -> None:
-    """The preset's shift wins over the scheduler config the model shipped with."""
+    """The request's shift (the preset's, the folder's or the user's) on the model's own scheduler class."""
     config = pipe.scheduler.config
     key = "flow_shift" if "flow_shift" in config else "shift"
     if key in config and config[key] != shift:
         pipe.scheduler = type(pipe.scheduler).from_config(config, **{key: shift})
+
+
+def prepare_call(pipe, r: GenerationRequest) -> None:
+    """Per-job pipeline state that lives in the pipeline, not in the call's arguments: shift and expert boundary."""
+    set_shift(pipe, r.shift)
+    if r.boundary is not None and pipe.config.get("boundary_ratio") != r.boundary:
+        pipe.register_to_config(boundary_ratio=r.boundary)
+
+
+def sampling_settings(pipe, r: GenerationRequest) -> dict[str, Any]:
+    """What the denoising actually used, for the saved settings: the scheduler, its shift, the boundary, guidance."""
+    from .catalog import scheduler_shift
+
+    config = dict(pipe.scheduler.config)
+    return {
+        "scheduler": type(pipe.scheduler).__name__,
+        "shift": scheduler_shift(config),
+        "boundary": pipe.config.get("boundary_ratio"),
+        "guidance": r.guidance,
+        "guidance_2": r.guidance_2 if pipe.config.get("boundary_ratio") is not None else None,
+        "scheduler_config": {k: v for k, v in config.items() if not k.startswith("_")},
+    }
 
 
 def pipeline_kwargs(pipe, r: GenerationRequest, image: Any = None, output_type: str = "latent") -> dict[str, Any]:

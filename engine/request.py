@@ -37,6 +37,7 @@ class GenerationRequest:
     guidance: float | None = None
     guidance_2: float | None = None
     shift: float | None = None
+    boundary: float | None = None  # MoE: the fraction of the noise schedule the high-noise expert runs
     seed: int = -1
     extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata kept with the video (refiner output...)
 
@@ -242,6 +243,18 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
         notices.append(f"{spec.id} has a single expert: guidance_2 is not used.")
     shift = _number("shift", spec.shift if request.shift is None else request.shift, float)
     _in_range("shift", shift, lim.shift)
+    boundary = None
+    if spec.moe:
+        boundary = _number("boundary", spec.boundary if request.boundary is None else request.boundary, float)
+        if not 0.0 < boundary < 1.0:
+            raise RequestError(
+                "boundary", f"boundary must be between 0 and 1 (a fraction of the noise schedule); got {boundary}."
+            )
+    elif request.boundary is not None:
+        notices.append(f"{spec.id} has a single expert: boundary is not used.")
+    for key, notice in spec.differs.items():  # a folder's own default, used because the user left it unset
+        if getattr(request, key, None) is None:
+            notices.append(notice)
 
     seed = _number("seed", request.seed, int)
     _in_range("seed", seed, (-1, SEED_MAX))
@@ -261,6 +274,7 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
         guidance=guidance,
         guidance_2=guidance_2,
         shift=shift,
+        boundary=boundary,
         seed=seed,
     )
     return ValidRequest(request=resolved, image=image, notices=tuple(notices))
