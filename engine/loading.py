@@ -17,6 +17,7 @@ import torch
 from .catalog import ModelSpec, family_from_model_index
 from .errors import ModelLoadError
 from .tiny import ensure_tiny, tiny_path
+from .weights import load_diffusers_model, plain_folder
 
 Progress = Callable[[str, float, str], None]  # (stage, fraction 0..1, message)
 MODEL_COMPONENTS = ("text_encoder", "transformer", "transformer_2", "vae", "image_encoder")
@@ -80,6 +81,30 @@ def _component_files_size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
 
 
+def load_component(
+    folder: Path,
+    name: str,
+    library: str,
+    class_name: str,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+):
+    """One component by the class model_index.json names, its weights cast to `dtype` as they are read.
+
+    With a `device` the weights go straight there, never held whole in host RAM. Plain diffusers models are read
+    tensor by tensor (weights.py); anything else (the text encoder, quantized folders) by its library's loader.
+    """
+    cls = getattr(importlib.import_module(library), class_name)
+    if name not in MODEL_COMPONENTS:
+        return cls.from_pretrained(str(folder), subfolder=name)
+    if library == "diffusers" and plain_folder(folder / name):
+        return load_diffusers_model(cls, folder / name, dtype, device)
+    kwargs: dict = {"subfolder": name, "dtype": dtype, "use_safetensors": True}
+    if device is not None and device.type != "cpu":
+        kwargs["device_map"] = {"": device}
+    return cls.from_pretrained(str(folder), **kwargs)
+
+
 def load_pipeline(spec: ModelSpec, device: torch.device, report: Progress):
     """The assembled pipeline on the CPU (placement is memory.apply_memory's job). Raises ModelLoadError."""
     from diffusers import DiffusionPipeline
@@ -108,11 +133,7 @@ def load_pipeline(spec: ModelSpec, device: torch.device, report: Progress):
     for name, (library, class_name) in entries.items():
         report(f"load {name}", 0.5 + 0.45 * done / total, f"loading {name}")
         try:
-            cls = getattr(importlib.import_module(library), class_name)
-            kwargs = {"subfolder": name}
-            if name in MODEL_COMPONENTS:
-                kwargs.update(dtype=dtypes[name], use_safetensors=True)
-            loaded[name] = cls.from_pretrained(str(folder), **kwargs)
+            loaded[name] = load_component(folder, name, library, class_name, dtypes.get(name))
         except ModelLoadError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError, AttributeError, ImportError) as exc:
