@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .catalog import ModelSpec, family_from_model_index
 from .errors import ModelLoadError
@@ -136,7 +137,7 @@ def load_pipeline(spec: ModelSpec, device: torch.device, report: Progress):
             loaded[name] = load_component(folder, name, library, class_name, dtypes.get(name))
         except ModelLoadError:
             raise
-        except (OSError, ValueError, RuntimeError, KeyError, AttributeError, ImportError) as exc:
+        except (OSError, ValueError, RuntimeError, KeyError, AttributeError, ImportError, SafetensorError) as exc:
             raise ModelLoadError(
                 f"the component {name!r} could not be loaded ({exc.__class__.__name__}: {str(exc)[:300]})",
                 "Its files may be incomplete or corrupt: download the model again",
