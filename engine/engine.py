@@ -25,14 +25,14 @@ from .catalog import ModelSpec, resolve_spec
 from .decode import denormalize, stream_decode
 from .errors import ModelLoadError, OutputError, RequestError, StudioError
 from .jobs import Job
-from .loading import load_pipeline
+from .loading import ModelFolder, component_dtypes, load_pipeline, open_model
 from .memory import (
     ExpertSwitch,
     MemoryPlan,
     apply_memory,
-    component_bytes,
     free_vram,
     load_peaks,
+    offload_folder,
     plan_memory,
     planning_size,
     set_vae_tiling,
@@ -49,11 +49,14 @@ from .output import (
     write_failure_message,
 )
 from .pipeline_call import pipeline_kwargs, prepare_call, sampling_settings, truncation_notices
+from .placement import Placement, disk_free, host_ram_available, plan_placement
 from .preview import denoised_estimate, latents_to_rgb
 from .refine import PromptRefiner, RefineError
 from .request import GenerationRequest, validate
-from .speed import SpeedOptions, SpeedState, apply_compile, apply_speed
+from .speed import SpeedOptions, SpeedState, apply_compile, apply_speed, fp8_storage_supported
+from .tiny import cache_root
 from .views import CALLBACK_TENSORS, pipeline_view
+from .views import prepare as prepare_view
 
 log = logging.getLogger("wan_studio.engine")
 APP_VERSION = "0.1.0"
@@ -69,6 +72,7 @@ class ModelState:
     memory_reason: str
     device: str
     tiny: bool
+    placement: str = ""  # where each component lives (GPU, RAM, disk) and the RAM figures behind it
 
 
 class _Cancelled(Exception):
@@ -109,6 +113,7 @@ class Engine:
         self._pipe = None
         self._views: dict = {}  # the other pipeline class over the same components (views.py)
         self._plan: MemoryPlan | None = None
+        self._placement: Placement | None = None
         self._switch: ExpertSwitch | None = None
         self._state = "not loaded"
         self._state_message = ""
@@ -161,6 +166,7 @@ class Engine:
             memory_reason=plan.reason if plan else "",
             device=self.device_name(),
             tiny=tiny,
+            placement=f"{self._placement.describe()} ({self._placement.reason})" if self._placement else "",
         )
 
     def device_name(self) -> str:
@@ -321,7 +327,7 @@ class Engine:
 
     def _unload(self) -> None:
         self._views = {}
-        self._pipe = self._switch = self._plan = self._speed_state = None
+        self._pipe = self._switch = self._plan = self._speed_state = self._placement = None
         self._state, self._state_message = "not loaded", ""
         self._release_memory()
 
@@ -357,26 +363,20 @@ class Engine:
         try:
             spec = self.spec
             report("resolve", 0.0, f"loading {spec.label}")
-            pipe = load_pipeline(spec, self.device, report)
+            model = open_model(spec, report)
+            plan, placement = self._plan_load(spec, model, job)
+            report("memory", 0.5, f"memory mode {plan.mode}: {plan.reason}; {placement.describe()}")
+            log.info("memory mode %s: %s; %s (%s)", plan.mode, plan.reason, placement.describe(), placement.reason)
+            targets = {n: self.device for n, w in placement.where.items() if w == "gpu" and self.device.type == "cuda"}
+            pipe = load_pipeline(spec, self.device, report, targets, model)
             if spec.boundary is not None and pipe.config.get("boundary_ratio") != spec.boundary:
                 pipe.register_to_config(boundary_ratio=spec.boundary)
             speed = apply_speed(pipe, self.speed, self.device)
             for notice in speed.notices:
                 job.emit(ev.Notice(job.id, notice))
-            plan = plan_memory(
-                self.memory_requested,
-                self.device,
-                component_bytes(pipe),
-                free_vram(self.device),
-                spec.moe,
-                model=spec.id,
-                size=planning_size(spec, job.valid.request if job.valid is not None else None),
-                peaks=load_peaks(),
-                fp8=speed.fp8,
-            )
-            report("memory", 0.97, f"memory mode {plan.mode}: {plan.reason}")
-            log.info("memory mode %s: %s", plan.mode, plan.reason)
-            apply_memory(pipe, plan, self.device)
+            tag = f"{component_dtypes(self.device)['transformer']}-fp8={speed.fp8}"
+            dirs = {n: offload_folder(cache_root() / "offload", model.path, n, tag) for n in placement.on_disk()}
+            apply_memory(pipe, plan, self.device, placement, dirs)
             apply_compile(pipe, self.speed, speed)
         except ModelLoadError as exc:
             self._state, self._state_message = "failed", str(exc.for_model(self._model_name))
@@ -387,11 +387,44 @@ class Engine:
             raise ModelLoadError(
                 "it does not fit in memory", "Try --memory group or sequential, or a smaller model", spec.id
             ) from None
-        pipe._callback_tensor_inputs = list(pipe._callback_tensor_inputs) + CALLBACK_TENSORS
-        self._pipe, self._plan, self._speed_state = pipe, plan, speed
-        self._switch = ExpertSwitch(pipe, plan, self.device)
+        prepare_view(pipe)
+        self._pipe, self._plan, self._speed_state, self._placement = pipe, plan, speed, placement
+        self._switch = ExpertSwitch(pipe, plan, self.device, placement)
         self._state, self._state_message = "ready", ""
         report("ready", 1.0, f"{spec.label} ready on {self.device_name()}")
+
+    def _plan_load(self, spec: ModelSpec, model: ModelFolder, job: Job) -> tuple[MemoryPlan, Placement]:
+        """The memory mode (from VRAM) and each component's place (from host RAM), before any weight is read."""
+        fp8 = self.speed.fp8 and fp8_storage_supported(self.device) is None
+        sizes, largest = model.planned_sizes(component_dtypes(self.device))
+        if fp8:  # float8 storage halves the experts' bytes
+            sizes = {n: b // 2 if n.startswith("transformer") else b for n, b in sizes.items()}
+        vram = free_vram(self.device)
+        plan = plan_memory(
+            self.memory_requested,
+            self.device,
+            sizes,
+            vram,
+            spec.moe,
+            model=spec.id,
+            size=planning_size(spec, job.valid.request if job.valid is not None else None),
+            peaks=load_peaks(),
+            fp8=fp8,
+        )
+        placement = plan_placement(
+            plan.mode,
+            self.device.type,
+            sizes,
+            host_ram_available(),
+            spec.moe,
+            vram_free=vram,
+            largest_file=largest,
+            disk_free=disk_free(cache_root()),
+            model=spec.id,
+        )
+        if placement.mode != plan.mode:
+            plan = MemoryPlan(placement.mode, f"{plan.reason}; then {placement.reason}")
+        return plan, placement
 
     # ----- generation -----------------------------------------------------------------------------------------
 
@@ -572,7 +605,11 @@ class Engine:
             "request": valid.request.settings(),
             "image": None if valid.image is None else {"width": valid.image.width, "height": valid.image.height},
             "sampling": sampling,
-            "memory": {"mode": self._plan.mode, "reason": self._plan.reason},
+            "memory": {
+                "mode": self._plan.mode,
+                "reason": self._plan.reason,
+                "placement": self._placement.settings() if self._placement else None,
+            },
             "speed": self._speed_state.settings() if self._speed_state else None,
             "device": self.device_name(),
             "notices": list(valid.notices),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,7 +20,7 @@ from safetensors import SafetensorError
 from .catalog import ModelSpec, family_from_model_index
 from .errors import ModelLoadError
 from .tiny import ensure_tiny, tiny_path
-from .weights import load_diffusers_model, plain_folder
+from .weights import load_diffusers_model, plain_folder, stored_bytes
 
 Progress = Callable[[str, float, str], None]  # (stage, fraction 0..1, message)
 MODEL_COMPONENTS = ("text_encoder", "transformer", "transformer_2", "vae", "image_encoder")
@@ -106,10 +108,33 @@ def load_component(
     return cls.from_pretrained(str(folder), **kwargs)
 
 
-def load_pipeline(spec: ModelSpec, device: torch.device, report: Progress):
-    """The assembled pipeline on the CPU (placement is memory.apply_memory's job). Raises ModelLoadError."""
-    from diffusers import DiffusionPipeline
+@dataclass(frozen=True)
+class ModelFolder:
+    """A model's local folder and its components (name -> (library, class)), checked before anything loads."""
 
+    path: Path
+    entries: dict[str, tuple[str, str]]
+
+    def planned_sizes(self, dtypes: dict[str, torch.dtype]) -> tuple[dict[str, int], int]:
+        """(bytes per torch component once loaded in its dtype, the largest weights file), from file headers only."""
+        sizes: dict[str, int] = {}
+        largest = 0
+        for name in self.entries:
+            if name not in MODEL_COMPONENTS:
+                continue
+            try:
+                sizes[name], big = stored_bytes(self.path / name, dtypes.get(name))
+            except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+                raise ModelLoadError(
+                    f"the component {name!r} could not be loaded (its weights files are unreadable: {exc})",
+                    "Its files may be incomplete or corrupt: download the model again",
+                ) from exc
+            largest = max(largest, big)
+        return sizes, largest
+
+
+def open_model(spec: ModelSpec, report: Progress) -> ModelFolder:
+    """Fetch the model (a tiny model is built, a Hub model downloaded) and check its folder. Raises ModelLoadError."""
     folder = fetch(spec, report)
     index_path = folder / "model_index.json"
     if not index_path.is_file():
@@ -126,15 +151,35 @@ def load_pipeline(spec: ModelSpec, device: torch.device, report: Progress):
                 "The folder is incomplete: download the model again or point --model at a complete copy",
                 spec.id,
             )
+    try:
+        return ModelFolder(folder, {k: (v[0], v[1]) for k, v in entries.items()})
+    except (IndexError, TypeError) as exc:
+        raise ModelLoadError("model_index.json is malformed", "Download the model again", spec.id) from exc
+
+
+def load_pipeline(
+    spec: ModelSpec,
+    device: torch.device,
+    report: Progress,
+    targets: dict[str, torch.device] | None = None,
+    model: ModelFolder | None = None,
+):
+    """The assembled pipeline; components named in `targets` are loaded straight onto that device, the rest onto
+    the CPU (where they go next is memory.apply_memory's job). Raises ModelLoadError."""
+    from diffusers import DiffusionPipeline
+
+    model = model or open_model(spec, report)
+    folder, entries = model.path, model.entries
     dtypes = component_dtypes(device)
     weights = {name: max(1, _component_files_size(folder / name)) for name in entries}
     total = sum(weights.values())
     done = 0
     loaded = {}
     for name, (library, class_name) in entries.items():
-        report(f"load {name}", 0.5 + 0.45 * done / total, f"loading {name}")
+        where = (targets or {}).get(name)
+        report(f"load {name}", 0.5 + 0.45 * done / total, f"loading {name}" + (f" onto {where}" if where else ""))
         try:
-            loaded[name] = load_component(folder, name, library, class_name, dtypes.get(name))
+            loaded[name] = load_component(folder, name, library, class_name, dtypes.get(name), where)
         except ModelLoadError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError, AttributeError, ImportError, SafetensorError) as exc:

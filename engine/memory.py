@@ -10,7 +10,9 @@ auto: the fastest mode whose peak for this model and size (presets/memory_peaks.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,15 +186,54 @@ def free_vram(device: torch.device) -> int | None:
     return max(0, free)
 
 
-def apply_memory(pipe, plan: MemoryPlan, device: torch.device) -> None:
-    """Place the pipeline's weights as the plan says (called once, right after loading)."""
+def offload_folder(root: Path, model_path: Path, component: str, tag: str = "") -> Path:
+    """Where group offloading writes a component's weights to stream them from disk.
+
+    Keyed by the component's files (names, sizes, times) and `tag` (dtype, fp8): diffusers reuses a group file that
+    exists, so weights from another model or another dtype must never share a path. Older keys of the same model and
+    component are removed.
+    """
+    files = sorted((model_path / component).glob("*"))
+    stamp = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files if f.is_file()]
+    key = hashlib.sha256(json.dumps([str(model_path.resolve()), component, tag, stamp]).encode()).hexdigest()[:16]
+    prefix = f"{component}-{hashlib.sha256(str(model_path.resolve()).encode()).hexdigest()[:8]}-"
+    target = root / f"{prefix}{key}"
+    if root.is_dir():
+        for old in root.glob(f"{prefix}*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def apply_memory(
+    pipe, plan: MemoryPlan, device: torch.device, placement=None, offload_dirs: dict[str, Path] | None = None
+) -> None:
+    """Place the pipeline's weights as the plan says (called once, right after loading).
+
+    Components the placement (placement.py) puts on disk are streamed from there by group offloading, whatever the
+    mode; offload_dirs gives each one's folder.
+    """
+    disk = {n: (offload_dirs or {})[n] for n in (placement.on_disk() if placement is not None else [])}
+    stream = device.type == "cuda"
+    for name, folder in disk.items():
+        module = getattr(pipe, name)
+        kwargs = dict(onload_device=device, offload_device=torch.device("cpu"), offload_to_disk_path=str(folder))
+        if hasattr(module, "enable_group_offload"):  # diffusers models: leaf level overlaps best with streams
+            module.enable_group_offload(offload_type="leaf_level", use_stream=stream, **kwargs)
+        else:
+            from diffusers.hooks import apply_group_offloading
+
+            apply_group_offloading(
+                module, offload_type="block_level", num_blocks_per_group=1, use_stream=stream, **kwargs
+            )
     if device.type != "cuda" or plan.mode == "none":
+        ram = {n for n, w in (placement.where.items() if placement is not None else []) if w == "ram"}
         for name, comp in pipe.components.items():
-            if isinstance(comp, torch.nn.Module) and name != "transformer_2":
-                comp.to(device)
-        if getattr(pipe, "transformer_2", None) is not None:
-            # MoE: the low-noise expert waits off the GPU until the boundary step (see ExpertSwitch).
-            pipe.transformer_2.to("cpu" if pipe.transformer is not None else device)
+            if not isinstance(comp, torch.nn.Module) or name in disk:
+                continue
+            if name == "transformer_2" and placement is None and pipe.transformer is not None:
+                ram.add(name)  # MoE: the low-noise expert waits off the GPU until the boundary step (ExpertSwitch)
+            comp.to("cpu" if name in ram else device)
         return
     if plan.mode == "model":
         pipe.enable_model_cpu_offload(device=device)
@@ -201,20 +242,20 @@ def apply_memory(pipe, plan: MemoryPlan, device: torch.device) -> None:
     elif plan.mode == "group":
         from diffusers.hooks import apply_group_offloading
 
-        stream = torch.cuda.is_available()
         for name in ("transformer", "transformer_2"):
             model = getattr(pipe, name, None)
-            if model is not None:
+            if model is not None and name not in disk:
                 model.enable_group_offload(
                     onload_device=device, offload_type="leaf_level", use_stream=stream, low_cpu_mem_usage=False
                 )
-        apply_group_offloading(
-            pipe.text_encoder,
-            onload_device=device,
-            offload_type="block_level",
-            num_blocks_per_group=1,
-            use_stream=stream,
-        )
+        if "text_encoder" not in disk:
+            apply_group_offloading(
+                pipe.text_encoder,
+                onload_device=device,
+                offload_type="block_level",
+                num_blocks_per_group=1,
+                use_stream=stream,
+            )
         pipe.vae.to(device)
     else:
         raise ValueError(f"unknown memory mode {plan.mode!r}")
@@ -223,17 +264,19 @@ def apply_memory(pipe, plan: MemoryPlan, device: torch.device) -> None:
 class ExpertSwitch:
     """In mode none, keeps only the active MoE expert on the GPU: high-noise first, low-noise from the boundary.
 
-    The offload modes need nothing of this: model offload moves one component in at a time, and group and
-    sequential offload keep only the running blocks resident.
+    Not needed when the placement keeps both experts on the GPU or streams one from disk, nor in the offload modes:
+    model offload moves one component in at a time, and group and sequential offload keep only the running blocks
+    resident.
     """
 
-    def __init__(self, pipe, plan: MemoryPlan, device: torch.device):
+    def __init__(self, pipe, plan: MemoryPlan, device: torch.device, placement=None):
         self.pipe = pipe
         self.active = (
             device.type == "cuda"
             and plan.mode == "none"
             and getattr(pipe, "transformer", None) is not None
             and getattr(pipe, "transformer_2", None) is not None
+            and (placement is None or placement.where.get("transformer_2") == "ram")
         )
         self.device = device
 

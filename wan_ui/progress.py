@@ -56,7 +56,10 @@ def header_markdown(state: ModelState, queue: int) -> str:
     }.get(state.state, state.state)
     memory = state.memory + (f" ({state.memory_reason})" if state.memory_reason else "")
     jobs = "idle" if queue == 0 else f"{queue} job{'s' if queue > 1 else ''} running or waiting"
-    return f"**{state.label}** {icon} {what}  \nMemory mode: {memory} · Device: {state.device} · Queue: {jobs}"
+    line = f"**{state.label}** {icon} {what}  \nMemory mode: {memory} · Device: {state.device} · Queue: {jobs}"
+    if state.placement:
+        line += f"  \nWeights: {state.placement}"
+    return line
 
 
 def tiny_banner(state: ModelState) -> str:

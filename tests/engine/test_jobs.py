@@ -119,7 +119,7 @@ def test_out_of_memory_fails_the_job_with_advice_and_the_engine_keeps_serving(ma
     assert isinstance(engine.submit(request()).wait(60), Done)
 
 
-def test_an_unexpected_error_fails_only_that_job(make_engine):
+def test_an_unexpected_error_fails_only_that_job_and_keeps_python_out_of_the_message(make_engine, caplog):
     engine = make_engine("tiny-ti2v")
 
     def boom(at: str) -> None:
@@ -127,8 +127,12 @@ def test_an_unexpected_error_fails_only_that_job(make_engine):
             raise RuntimeError("kaboom")
 
     engine.fault_injector = boom
-    end = engine.submit(request()).wait(60)
-    assert isinstance(end, Failed) and "kaboom" in end.message and "denois" in end.message
+    with caplog.at_level("INFO", logger="wan_studio.engine"):
+        end = engine.submit(request()).wait(60)
+    assert isinstance(end, Failed) and "denois" in end.message
+    assert "kaboom" not in end.message and "RuntimeError" not in end.message and "terminal" in end.message
+    logged = [r for r in caplog.records if "kaboom" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is None  # one line in the log, no traceback
     engine.fault_injector = None
     assert isinstance(engine.submit(request()).wait(60), Done)
 
