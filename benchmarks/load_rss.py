@@ -28,32 +28,33 @@ sys.path.insert(0, str(ROOT))
 GIB = 1024**3
 
 
-def build(folder: Path, layers: int, shards: int) -> int:
-    """Save a random Wan transformer (real 5B width, fewer layers) in fp32 shards; returns its bf16 bytes."""
+def build(folder: Path, layers: int, shards: int, heads: int = 24) -> int:
+    """Save a random Wan transformer (the 5B's width by default, fewer layers) in fp32 shards; returns its bf16
+    bytes."""
     import torch
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(0)
     with torch.device("meta"):
-        probe = WanTransformer3DModel(**config(layers))
+        probe = WanTransformer3DModel(**config(layers, heads))
     numel = sum(p.numel() for p in probe.parameters())
-    model = WanTransformer3DModel(**config(layers))  # float32, as the Hub stores the A14B experts
+    model = WanTransformer3DModel(**config(layers, heads))  # float32, as the Hub stores the A14B experts
     fp32 = numel * 4
     model.save_pretrained(folder / "transformer", safe_serialization=True, max_shard_size=fp32 // shards + 1)
     return numel * 2
 
 
-def config(layers: int) -> dict:
-    """The TI2V-5B transformer's published width (dim 3072 = 24 heads x 128, ffn 14336) with fewer layers."""
+def config(layers: int, heads: int = 24) -> dict:
+    """The TI2V-5B transformer's published shape (24 heads x 128 = dim 3072, ffn 14336), fewer layers (and heads)."""
     return dict(
         patch_size=(1, 2, 2),
-        num_attention_heads=24,
+        num_attention_heads=heads,
         attention_head_dim=128,
         in_channels=48,
         out_channels=48,
         text_dim=4096,
         freq_dim=256,
-        ffn_dim=14336,
+        ffn_dim=14336 * heads // 24,
         num_layers=layers,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
@@ -120,6 +121,7 @@ def measure(folder: Path, loader: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=2, help="transformer blocks (about 0.24 GB bf16 each)")
+    parser.add_argument("--heads", type=int, default=24, help="attention heads of 128 (24: the 5B's width)")
     parser.add_argument("--shards", type=int, default=12, help="fp32 shards, as the Hub's A14B experts")
     parser.add_argument(
         "--loader",
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="wan-rss-") as tmp:
         folder = Path(tmp)
-        bf16 = build(folder, args.layers, args.shards)
+        bf16 = build(folder, args.layers, args.shards, args.heads)
         files = sorted((folder / "transformer").glob("*.safetensors"))
         env = dict(os.environ, HF_HUB_OFFLINE="1")
         out = subprocess.run(

@@ -95,6 +95,7 @@ class Engine:
         revision: str | None = None,
         speed: SpeedOptions | None = None,
         min_free_bytes: int = 64 * 2**20,
+        host_ram: int | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.memory_requested = memory
@@ -102,6 +103,7 @@ class Engine:
         self.speed = speed or SpeedOptions()  # applied at the next load (see engine/speed.py)
         self._speed_state: SpeedState | None = None
         self.outputs = Path(outputs)
+        self.host_ram = host_ram  # RAM the loader may plan for (bytes); None: what the OS reports available now
         self.min_free_bytes = int(min_free_bytes)  # kept free on the outputs disk beyond a video's estimated size
         self.removed_partials = remove_partials(self.outputs)  # what a studio killed mid-write left behind
         self.preview_every = max(0, int(preview_every))
@@ -415,7 +417,7 @@ class Engine:
             plan.mode,
             self.device.type,
             sizes,
-            host_ram_available(),
+            self.host_ram if self.host_ram is not None else host_ram_available(),
             spec.moe,
             vram_free=vram,
             largest_file=largest,
