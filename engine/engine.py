@@ -292,8 +292,9 @@ class Engine:
                 else:
                     self._run_generate(job)
             except BaseException as exc:  # noqa: BLE001 - the worker must survive anything a job does
-                log.exception("job %s crashed", job.id)
-                job.emit(ev.Failed(job.id, f"Internal error: {exc.__class__.__name__}: {exc}", "error"))
+                log.error("job %s crashed: %s: %s", job.id, exc.__class__.__name__, exc)
+                log.debug("job %s traceback", job.id, exc_info=True)
+                job.emit(ev.Failed(job.id, _unexpected("running the job"), "error"))
             finally:
                 with self._lock:
                     self._running = None
