@@ -7,11 +7,12 @@ Space configures it; Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are ho
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
-from engine import ATTENTION_BACKENDS, MEMORY_MODES, REFINE_BACKENDS, Engine, PromptRefiner, RefinerConfig, SpeedOptions
+from engine.flags import ATTENTION_BACKENDS, MEMORY_MODES, REFINE_BACKENDS  # no torch: --help answers at once
 
 SHARE_WARNING = (
     "This studio is shared WITHOUT a password: anyone with the link can use your GPU and see every video in "
@@ -25,63 +26,145 @@ def default_model() -> str:
     return "ti2v-5b" if torch.cuda.is_available() else "tiny-ti2v"
 
 
+def _flag(group, flag: str, var: str | None, default, text: str, read_env: bool = True, **kwargs) -> None:
+    """One option whose help says its default and its environment variable (how a Space sets it).
+
+    read_env=False: the variable is read later by what uses it (the refiner's own config), not here.
+    """
+    value = (os.environ.get(var) or None) if var and read_env else None  # an empty variable counts as unset
+    shown = "off" if default is False else "none" if default is None else default
+    where = f"env {var}; " if var else ""
+    kind = kwargs.get("type", str)
+    if kwargs.get("action") == "store_true":
+        value = value == "1" if value is not None else default
+    elif value is not None and kwargs.get("action") != "append":
+        value = kind(value)
+    else:
+        value = default
+    group.add_argument(flag, default=value, help=f"{text} ({where}default: {shown})", **kwargs)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
-    p = argparse.ArgumentParser(description="Wan Studio: make videos with Wan2.2 on your own GPU.")
-    p.add_argument(
+    p = argparse.ArgumentParser(
+        description="Wan Studio: make videos with Wan2.2 on your own GPU. Every option can also be set with the "
+        "environment variable named in its help (how a Hugging Face Space is configured)."
+    )
+    _flag(
+        p,
         "--model",
-        default=env("WAN_MODEL", "auto"),
-        help="catalog id (ti2v-5b, t2v-a14b, i2v-a14b, tiny-ti2v...), a diffusers folder or a Hub id; "
-        "auto: ti2v-5b on a CUDA GPU, else the tiny offline demo",
+        "WAN_MODEL",
+        "auto",
+        "catalog id (ti2v-5b, t2v-a14b, i2v-a14b, tiny-ti2v, tiny-t2v-moe, tiny-i2v-moe), a diffusers folder or a "
+        "Hub id; auto = ti2v-5b on a CUDA GPU, else the tiny offline demo",
     )
-    p.add_argument("--memory", default=env("WAN_MEMORY", "auto"), choices=MEMORY_MODES)
-    p.add_argument("--host", default=env("WAN_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1")
-    p.add_argument("--port", type=int, default=int(env("WAN_PORT") or env("GRADIO_SERVER_PORT") or "7860"))
-    p.add_argument("--share", action="store_true", default=env("WAN_SHARE", "") == "1", help="public share link")
-    p.add_argument(
-        "--auth", action="append", default=[], metavar="USER:PASSWORD", help="a login (repeatable); or WAN_AUTH"
+    _flag(
+        p,
+        "--memory",
+        "WAN_MEMORY",
+        "auto",
+        "where the weights live: none (all on the GPU), model, group or sequential offload (less VRAM, slower); "
+        "auto picks from free VRAM and host RAM",
+        choices=MEMORY_MODES,
     )
-    p.add_argument("--auth-file", default=env("WAN_AUTH_FILE"), help="a file of USER:PASSWORD lines")
+    _flag(
+        p,
+        "--host",
+        "WAN_HOST",
+        env("GRADIO_SERVER_NAME") or "127.0.0.1",
+        "address to listen on; 127.0.0.1 = this machine only, 0.0.0.0 = your network (plain HTTP)",
+    )
+    _flag(p, "--port", "WAN_PORT", int(env("GRADIO_SERVER_PORT") or 7860), "port of the page", type=int)
+    _flag(
+        p,
+        "--share",
+        "WAN_SHARE",
+        False,
+        "also make a temporary public link through Gradio's relay (needs --auth or --auth-file)",
+        action="store_true",
+    )
     p.add_argument(
+        "--auth",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="a login, repeatable (env WAN_AUTH, comma-separated; default: none, the page is open)",
+    )
+    _flag(p, "--auth-file", "WAN_AUTH_FILE", None, "a file of USER:PASSWORD lines, kept out of the process list")
+    _flag(
+        p,
         "--insecure-share",
+        "WAN_INSECURE_SHARE",
+        False,
+        "allow --share without a login (anyone with the link can use the GPU and see the gallery)",
         action="store_true",
-        default=env("WAN_INSECURE_SHARE", "") == "1",
-        help="allow --share without a login (anyone with the link can use the GPU and see the gallery)",
     )
-    p.add_argument("--outputs", default=env("WAN_OUTPUTS", "outputs"))
-    p.add_argument("--queue-size", type=int, default=int(env("WAN_QUEUE_SIZE", "16")), help="jobs waiting at most")
-    p.add_argument("--max-upload", default=env("WAN_MAX_UPLOAD", "25mb"), help="largest upload (e.g. 25mb)")
-    speed = p.add_argument_group("speed (off by default; anything the machine can't do falls back with a notice)")
-    speed.add_argument(
-        "--attention", default=env("WAN_ATTENTION", "native"), choices=list(ATTENTION_BACKENDS), help="attention kernel"
-    )
-    speed.add_argument(
-        "--compile", action="store_true", default=env("WAN_COMPILE", "") == "1", help="regional torch.compile"
-    )
-    speed.add_argument(
-        "--step-cache",
-        type=float,
-        default=float(env("WAN_STEP_CACHE", "0") or 0),
-        metavar="THRESHOLD",
-        help="First Block Cache with this threshold (e.g. 0.05; 0 = off): faster, slightly different output",
-    )
-    speed.add_argument(
-        "--fp8", action="store_true", default=env("WAN_FP8", "") == "1", help="fp8 weight storage (24 GB cards)"
-    )
-    p.add_argument("--refine-backend", choices=REFINE_BACKENDS, help="default prompt refiner (WAN_REFINE_BACKEND)")
-    p.add_argument("--refine-model", help="chat LLM for the local refiner: Hub id or folder (WAN_REFINE_MODEL)")
-    p.add_argument(
-        "--openai-base-url",
-        help="OpenAI-compatible server for the openai refiner, e.g. http://127.0.0.1:11434/v1 (WAN_OPENAI_BASE_URL); "
-        "its key is read from WAN_OPENAI_API_KEY or OPENAI_API_KEY only, so it never shows in the process list",
-    )
-    p.add_argument("--openai-model", help="model name on that server (WAN_OPENAI_MODEL)")
-    p.add_argument(
+    _flag(p, "--outputs", "WAN_OUTPUTS", "outputs", "folder for finished videos and their settings (the Gallery)")
+    _flag(p, "--queue-size", "WAN_QUEUE_SIZE", 16, "jobs that may wait behind the running one", type=int)
+    _flag(p, "--max-upload", "WAN_MAX_UPLOAD", "25mb", "largest file a user may upload")
+    _flag(
+        p,
         "--preload",
+        "WAN_PRELOAD",
+        False,
+        "load the model at start instead of on the first job (the page is up at once either way)",
         action="store_true",
-        default=env("WAN_PRELOAD", "") == "1",
-        help="load the model before the first request (default: the page is up at once, the model loads on use)",
     )
+    speed = p.add_argument_group("speed (off by default; anything the machine can't do falls back with a notice)")
+    _flag(speed, "--attention", "WAN_ATTENTION", "native", "attention kernel", choices=list(ATTENTION_BACKENDS))
+    _flag(
+        speed,
+        "--compile",
+        "WAN_COMPILE",
+        False,
+        "regional torch.compile of the transformer blocks",
+        action="store_true",
+    )
+    _flag(
+        speed,
+        "--step-cache",
+        "WAN_STEP_CACHE",
+        0.0,
+        "First Block Cache threshold, e.g. 0.05 (0 = off): faster, slightly different output",
+        type=float,
+        metavar="THRESHOLD",
+    )
+    _flag(
+        speed,
+        "--fp8",
+        "WAN_FP8",
+        False,
+        "store the transformers' weights in fp8 (for 24 GB cards)",
+        action="store_true",
+    )
+    refine = p.add_argument_group("prompt refinement")
+    _flag(
+        refine,
+        "--refine-backend",
+        "WAN_REFINE_BACKEND",
+        None,
+        "default refiner; none = openai when a server is set, else rules",
+        read_env=False,
+        choices=REFINE_BACKENDS,
+    )
+    _flag(
+        refine,
+        "--refine-model",
+        "WAN_REFINE_MODEL",
+        None,
+        "chat LLM for the local refiner: Hub id or folder (none: the studio's default)",
+        read_env=False,
+    )
+    _flag(
+        refine,
+        "--openai-base-url",
+        "WAN_OPENAI_BASE_URL",
+        None,
+        "OpenAI-compatible server for the openai refiner, e.g. http://127.0.0.1:11434/v1; its key is read from "
+        "WAN_OPENAI_API_KEY or OPENAI_API_KEY only, so it never shows in the process list",
+        read_env=False,
+    )
+    _flag(refine, "--openai-model", "WAN_OPENAI_MODEL", None, "model name on that server", read_env=False)
     args = p.parse_args(argv)
     if not args.auth and env("WAN_AUTH"):
         args.auth = [a for a in env("WAN_AUTH", "").split(",") if a]
@@ -103,8 +186,28 @@ def read_logins(entries: list[str], auth_file: str | None) -> list[tuple[str, st
     return logins
 
 
+def _log_setup() -> None:
+    """The studio's own lines at INFO (one per refusal or failure); libraries stay at WARNING."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s wan-studio: %(message)s", "%H:%M:%S"))
+    studio = logging.getLogger("wan_studio")
+    studio.addHandler(handler)
+    studio.setLevel(logging.INFO)
+    studio.propagate = False
+
+
+def launch_report(engine) -> list[str]:
+    """What the terminal says about the launch model before anyone waits: it cannot load (why, and the fix), or a
+    warning worth reading (no CUDA GPU for a real model, a download to come)."""
+    state = engine.state()
+    if state.state == "failed":
+        return [f"Model {state.model} cannot be used: {state.message.removeprefix(f'Model {state.model}: ')}"]
+    return [state.advice] if state.advice else []
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    _log_setup()
     logins = read_logins(args.auth, args.auth_file)
     notice = None
     if args.share and not logins:
@@ -115,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
             )
         notice = SHARE_WARNING
         print(f"WARNING: {SHARE_WARNING}", file=sys.stderr)
+    from engine import Engine, PromptRefiner, RefinerConfig, SpeedOptions
+
     model = default_model() if args.model == "auto" else args.model
     speed = SpeedOptions(
         attention_backend=args.attention,
@@ -124,10 +229,12 @@ def main(argv: list[str] | None = None) -> None:
         fp8=args.fp8,
     )
     engine = Engine(model=model, memory=args.memory, outputs=args.outputs, speed=speed)
+    for line in launch_report(engine):
+        print(f"Wan Studio: {line}", file=sys.stderr, flush=True)
     from wan_ui import zerogpu
 
-    if args.preload or zerogpu.active():  # on ZeroGPU the weights must be placed before the first GPU call
-        engine.load_model()
+    if (args.preload or zerogpu.active()) and engine.state().state != "failed":
+        engine.load_model()  # on ZeroGPU the weights must be placed before the first GPU call
     import gradio as gr
 
     from wan_ui import CSS, build
@@ -152,7 +259,18 @@ def main(argv: list[str] | None = None) -> None:
         max_file_size=args.max_upload,
         css=CSS,
         show_error=True,
+        quiet=True,  # Gradio's own lines point at launch() arguments; ours name the flags
+        prevent_thread_lock=True,
     )
+    print(f"Wan Studio is running on {demo.local_url}", flush=True)
+    if demo.share_url:
+        print(f"Public link: {demo.share_url}", flush=True)
+    elif not args.share:
+        print("Only this machine can open it; add --share (with --auth) for a public link.", flush=True)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

@@ -1,76 +1,70 @@
-"""Wan Studio's engine: everything that touches torch and diffusers. Never imports gradio."""
+"""Wan Studio's engine: everything that touches torch and diffusers. Never imports gradio.
 
-from .catalog import PRESETS_DIR, ModelSpec, builtin_specs, resolve_spec
-from .engine import APP_VERSION, Engine, ModelState, request_from_settings
-from .errors import ModelLoadError, OutputError, RequestError, StudioError
-from .events import (
-    TERMINAL,
-    Cancelled,
-    Decoding,
-    Done,
-    Event,
-    Failed,
-    Frames,
-    Loading,
-    Notice,
-    Preview,
-    Queued,
-    Ready,
-    Refined,
-    Step,
-)
-from .gallery import SavedVideo, find_video, list_videos
-from .jobs import Job
-from .memory import MODES as MEMORY_MODES
-from .output import read_settings
-from .refine import REFINE_BACKENDS, PromptRefiner, RefinedPrompt, RefineError, RefinerConfig
-from .refine.presets import style_names, style_words
-from .request import GenerationRequest, ValidRequest, validate
-from .speed import ATTENTION_BACKENDS, SpeedOptions
+Names are imported on first use (PEP 562), so `python app.py --help` answers without loading torch.
+"""
 
-__all__ = [
-    "APP_VERSION",
-    "ATTENTION_BACKENDS",
-    "MEMORY_MODES",
-    "PRESETS_DIR",
-    "REFINE_BACKENDS",
-    "TERMINAL",
-    "Cancelled",
-    "Decoding",
-    "Done",
-    "Engine",
-    "Event",
-    "Failed",
-    "Frames",
-    "GenerationRequest",
-    "Job",
-    "Loading",
-    "ModelLoadError",
-    "ModelSpec",
-    "ModelState",
-    "Notice",
-    "OutputError",
-    "Preview",
-    "PromptRefiner",
-    "Queued",
-    "Ready",
-    "RefineError",
-    "Refined",
-    "RefinedPrompt",
-    "RefinerConfig",
-    "RequestError",
-    "SavedVideo",
-    "SpeedOptions",
-    "Step",
-    "StudioError",
-    "ValidRequest",
-    "builtin_specs",
-    "find_video",
-    "list_videos",
-    "read_settings",
-    "request_from_settings",
-    "resolve_spec",
-    "style_names",
-    "style_words",
-    "validate",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE: dict[str, tuple[str, str]] = {
+    "APP_VERSION": (".engine", "APP_VERSION"),
+    "ATTENTION_BACKENDS": (".flags", "ATTENTION_BACKENDS"),
+    "Cancelled": (".events", "Cancelled"),
+    "Decoding": (".events", "Decoding"),
+    "Done": (".events", "Done"),
+    "Engine": (".engine", "Engine"),
+    "Event": (".events", "Event"),
+    "Failed": (".events", "Failed"),
+    "Frames": (".events", "Frames"),
+    "GenerationRequest": (".request", "GenerationRequest"),
+    "Job": (".jobs", "Job"),
+    "Loading": (".events", "Loading"),
+    "MEMORY_MODES": (".flags", "MEMORY_MODES"),
+    "ModelLoadError": (".errors", "ModelLoadError"),
+    "ModelSpec": (".catalog", "ModelSpec"),
+    "ModelState": (".engine", "ModelState"),
+    "Notice": (".events", "Notice"),
+    "OutputError": (".errors", "OutputError"),
+    "PRESETS_DIR": (".catalog", "PRESETS_DIR"),
+    "Preview": (".events", "Preview"),
+    "PromptRefiner": (".refine", "PromptRefiner"),
+    "Queued": (".events", "Queued"),
+    "REFINE_BACKENDS": (".flags", "REFINE_BACKENDS"),
+    "Ready": (".events", "Ready"),
+    "RefineError": (".refine", "RefineError"),
+    "Refined": (".events", "Refined"),
+    "RefinedPrompt": (".refine", "RefinedPrompt"),
+    "RefinerConfig": (".refine", "RefinerConfig"),
+    "RequestError": (".errors", "RequestError"),
+    "SavedVideo": (".gallery", "SavedVideo"),
+    "SpeedOptions": (".speed", "SpeedOptions"),
+    "Step": (".events", "Step"),
+    "StudioError": (".errors", "StudioError"),
+    "TERMINAL": (".events", "TERMINAL"),
+    "ValidRequest": (".request", "ValidRequest"),
+    "builtin_specs": (".catalog", "builtin_specs"),
+    "find_video": (".gallery", "find_video"),
+    "list_videos": (".gallery", "list_videos"),
+    "read_settings": (".output", "read_settings"),
+    "request_from_settings": (".engine", "request_from_settings"),
+    "resolve_spec": (".catalog", "resolve_spec"),
+    "style_names": (".refine.presets", "style_names"),
+    "style_words": (".refine.presets", "style_words"),
+    "validate": (".request", "validate"),
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _WHERE[name]
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -51,6 +51,7 @@ from .output import (
 from .pipeline_call import pipeline_kwargs, prepare_call, sampling_settings, truncation_notices
 from .placement import Placement, disk_free, host_ram_available, plan_placement
 from .preview import denoised_estimate, latents_to_rgb
+from .readiness import advice, cannot_load
 from .refine import PromptRefiner, RefineError
 from .request import GenerationRequest, validate
 from .speed import SpeedOptions, SpeedState, apply_compile, apply_speed, fp8_storage_supported
@@ -73,6 +74,7 @@ class ModelState:
     device: str
     tiny: bool
     placement: str = ""  # where each component lives (GPU, RAM, disk) and the RAM figures behind it
+    advice: str = ""  # worth knowing before the first job: no CUDA GPU for a real model, a download to come
 
 
 class _Cancelled(Exception):
@@ -147,6 +149,7 @@ class Engine:
         try:
             spec = self.spec
             label, tiny = spec.label, spec.tiny
+            blocked = cannot_load(spec) if self._pipe is None and self._state != "loading" else None
         except ModelLoadError as exc:
             return ModelState(
                 self._model_name,
@@ -159,16 +162,18 @@ class Engine:
                 False,
             )
         plan = self._plan
+        state, message = (self._state, self._state_message) if blocked is None else ("failed", str(blocked))
         return ModelState(
             model=spec.id,
             label=label,
-            state=self._state,
-            message=self._state_message,
+            state=state,
+            message=message,
             memory=plan.mode if plan else self.memory_requested,
             memory_reason=plan.reason if plan else "",
             device=self.device_name(),
             tiny=tiny,
             placement=f"{self._placement.describe()} ({self._placement.reason})" if self._placement else "",
+            advice=advice(spec, self.device) if self._pipe is None else "",
         )
 
     def device_name(self) -> str:
@@ -180,6 +185,8 @@ class Engine:
     def submit(self, request: GenerationRequest) -> Job:
         """Validate now (raises RequestError, ModelLoadError or OutputError) and queue the job."""
         valid = validate(request, self.spec)
+        if self._pipe is None and (blocked := cannot_load(self.spec)) is not None:
+            raise blocked
         check_outputs_dir(self.outputs)
         check_free_space(self.outputs, valid.request, self.min_free_bytes)
         return self._enqueue(Job("generate", valid))

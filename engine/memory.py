@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
-MODES = ("auto", "none", "model", "group", "sequential")
+from .flags import MEMORY_MODES
+
+MODES = MEMORY_MODES
 GIB = 1024**3
 # Room kept free for activations, the CUDA context and fragmentation on top of the resident weights.
 HEADROOM_BYTES = 6 * GIB

@@ -210,10 +210,17 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
     _in_range("width", width, lim.side, " px")
     _in_range("height", height, lim.side, " px")
     if image is not None:
-        fitted = fit_to_area(image.width / image.height, width * height, spec.multiple, lim.side)
+        aspect = image.width / image.height
+        fitted = fit_to_area(aspect, width * height, spec.multiple, lim.side)
         if fitted != (width, height):
             notices.append(f"Size follows the image's aspect ratio: {width}x{height} became {fitted[0]}x{fitted[1]}.")
         width, height = fitted
+        if abs(math.log((width / height) / aspect)) > math.log(1.1):  # more than 10% off the picture's shape
+            notices.append(
+                f"The picture is {image.width}x{image.height} (aspect {aspect:.2f}) but at this size the nearest "
+                f"{spec.multiple}-pixel sizes give {width}x{height} (aspect {width / height:.2f}): the video will not "
+                "keep its shape. Choose a larger size to keep it."
+            )
     else:
         m = spec.multiple
         snapped = (max(m, _nearest(width, m)), max(m, _nearest(height, m)))

@@ -18,16 +18,11 @@ from typing import Any
 
 import torch
 
+from .flags import ATTENTION_BACKENDS
+
 log = logging.getLogger("wan_studio.speed")
 
 # Our names -> diffusers attention dispatcher names (diffusers.models.attention_dispatch.AttentionBackendName).
-ATTENTION_BACKENDS: dict[str, str] = {
-    "native": "native",  # torch scaled_dot_product_attention, whatever kernel torch picks
-    "flash": "flash",  # flash-attn 2 package
-    "flash3": "_flash_3",  # flash-attn 3 (Hopper) package
-    "sage": "sage",  # sageattention package
-    "cudnn": "_native_cudnn",  # torch SDPA forced to the cuDNN kernel
-}
 CACHES = ("first_block",)
 TRANSFORMERS = ("transformer", "transformer_2")
 

@@ -13,7 +13,7 @@ import gradio as gr
 from engine import Engine, GenerationRequest
 
 from .inputs import number_input, picture_input
-from .runs import Runs, follow
+from .runs import Runs, follow, refuse
 
 API_OUTPUTS = ("preview", "video", "seed", "status", "settings")
 # the engine's request fields under their API parameter names, for messages about them
@@ -99,7 +99,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
     ) -> Iterator[tuple]:
         """Animate an image. Streams like /text_to_video; the size follows the image's aspect at width x height."""
         if not image:
-            raise gr.Error("Add an image to animate: image_to_video starts from a picture.")
+            raise refuse("Add an image to animate: image_to_video starts from a picture.", "Can't start this video")
         req = _request(
             prompt,
             image,

@@ -11,9 +11,13 @@ from engine import Engine, GenerationRequest, ModelLoadError, ModelSpec, builtin
 
 from . import choices
 from .inputs import picture_input
-from .runs import Runs, follow, status_markdown
+from .runs import Runs, Update, follow, status_markdown
 
 TAB_NAMES = {"t2v": "Text to Video", "i2v": "Image to Video"}
+SIZE_INFO = {
+    "t2v": "",
+    "i2v": "Image to Video keeps the image's shape at this area (as near as the model's sizes allow)",
+}
 
 
 def serves(mode: str, spec: ModelSpec) -> bool:
@@ -104,8 +108,12 @@ class GenerateTab:
         return {
             self.needs: gr.update(value=need, visible=not ok),
             self.switch: gr.update(value=f"Switch to {other.id}" if other else "", visible=other is not None),
-            self.size: gr.update(choices=choices.size_choices(spec), value=choices.size_value(spec.width, spec.height)),
-            self.duration: gr.update(choices=choices.duration_choices(spec), value=spec.frames),
+            self.size: gr.update(
+                choices=choices.size_choices(spec),
+                value=choices.size_value(spec.width, spec.height),
+                info=SIZE_INFO[self.mode],
+            ),
+            self.duration: gr.update(choices=choices.duration_choices(spec), value=spec.frames, info=""),
             self.quality: gr.update(value="standard"),
             self.negative: gr.update(value=spec.negative_prompt),
             self.steps: gr.update(minimum=lim.steps[0], maximum=lim.steps[1], value=spec.steps),
@@ -122,6 +130,15 @@ class GenerateTab:
             self.width: gr.update(value=spec.width),
             self.height: gr.update(value=spec.height),
             self.generate: gr.update(interactive=ok),
+        }
+
+    def unusable_updates(self) -> dict[Any, Any]:
+        """No model can run (the launch model failed): Generate off, and the menus say why until one is chosen."""
+        why = "No working model is loaded: choose one in the Model menu at the top."
+        return {
+            self.generate: gr.update(interactive=False),
+            self.size: gr.update(choices=[], value=None, info=why),
+            self.duration: gr.update(choices=[], value=None, info=why),
         }
 
     def fill(self, request: dict[str, Any], spec: ModelSpec) -> dict[Any, Any]:
@@ -201,7 +218,7 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
             with gr.Row():
                 size = gr.Dropdown(
                     label="Size",
-                    info="Image to Video keeps the image's shape at this area" if mode == "i2v" else None,
+                    info=SIZE_INFO[mode] or None,
                     scale=2,
                 )
                 duration = gr.Dropdown(label="Duration", scale=2)
@@ -228,10 +245,11 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                     frames = gr.Slider(1, 241, step=4, label="Frames (4k+1)")
                     fps = gr.Slider(1, 60, step=1, label="Frames per second")
                 with gr.Row():
-                    width = gr.Number(label="Width", precision=0, minimum=1)
-                    height = gr.Number(label="Height", precision=0, minimum=1)
+                    # no minimum here: the engine checks every number and says which and why in the status line
+                    width = gr.Number(label="Width", precision=0)
+                    height = gr.Number(label="Height", precision=0)
                 with gr.Row():
-                    seed = gr.Number(label="Seed", value=-1, precision=0, minimum=-1, info="-1 picks one at random")
+                    seed = gr.Number(label="Seed", value=-1, precision=0, info="-1 picks one at random")
                     randomize = gr.Checkbox(label="New random seed each run", value=True)
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}-generate")
@@ -341,7 +359,12 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
     ):
         spec = spec_now()
         if tab.mode == "i2v" and not image:
-            raise gr.Error("Add an image to animate: Image to Video starts from your picture.", title="No image")
+            yield {
+                tab.status: status_markdown(
+                    Update("Not started: Add an image to animate: Image to Video starts from your picture.")
+                )
+            }
+            return
         ui_meta = {"tab": tab.mode, "user_prompt": prompt, "style_words": words}
         refined = (extra or {}).get("refined_prompt")
         if refined and refined.get("text") != prompt:
@@ -361,7 +384,7 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
             seed=-1 if rand or _number(seed) is None else seed,
             extra={**(extra or {}), "ui": ui_meta},
         )
-        for update in follow(engine, req, runs, key_for(request)):
+        for update in follow(engine, req, runs, key_for(request), raise_errors=False):
             out: dict[Any, Any] = {tab.status: status_markdown(update)}
             if update.preview:
                 out[tab.preview] = update.preview
@@ -373,8 +396,13 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
             yield out
 
     def on_end():
-        ok = serves(tab.mode, spec_now())
+        ok = serves(tab.mode, spec_now()) and engine.state().state != "failed"
         return gr.Button(interactive=ok), gr.Button(interactive=False)
+
+    def on_failure():
+        # only when the page could not even hand the values over (the handler itself never raises)
+        status = "**Not started:** the page could not send one of the values. Check the fields above and try again."
+        return *on_end(), status
 
     def on_stop(request: gr.Request):
         running = runs.stop(key_for(request))
@@ -394,5 +422,5 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
     )
     run.then(on_end, None, [tab.generate, tab.stop], **controls)
     # a refused request (gr.Error) skips the .then() above in the browser: without this, Generate stays disabled
-    run.failure(on_end, None, [tab.generate, tab.stop], **controls)
+    run.failure(on_failure, None, [tab.generate, tab.stop, tab.status], **controls)
     tab.stop.click(on_stop, None, tab.status, api_visibility="private", queue=False)

@@ -31,7 +31,7 @@ CSS = """
 .job-status { min-height: 3em; }
 #studio-header h1 { margin-bottom: 0; }
 """
-STATUS_EVERY_S = 2.0
+STATUS_EVERY_S = 0.5  # the header (state, queue) keeps up with the status line
 
 
 def model_choices(engine: Engine) -> list[tuple[str, str]]:
@@ -70,7 +70,7 @@ def build(
                     model_choices(engine), value=engine.state().model, label="Model", elem_id="model-select"
                 )
         if notice:
-            gr.Markdown(f"⚠️ **{notice}**", elem_id="studio-notice")
+            gr.Markdown(f"**Warning: {notice}**", elem_id="studio-notice")
         header = gr.Markdown(header_markdown(engine.state(), engine.queue_length()), elem_id="model-state")
         banner = gr.Markdown(tiny_banner(engine.state()), visible=engine.state().tiny, elem_id="tiny-banner")
         seen = gr.State(None)  # the model this page's controls were last set for
@@ -109,11 +109,17 @@ def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[s
             banner: gr.update(value=tiny_banner(state), visible=state.tiny),
         }
         spec = _spec(engine)
-        if spec is not None and (force or spec.id != last_seen):
-            out[model] = gr.update(choices=model_choices(engine), value=spec.id)
-            out[seen] = spec.id
-            for tab in tabs.values():
-                out.update(tab.model_updates(spec))
+        failed = state.state == "failed" and engine.pipeline is None  # a model that cannot load: nothing to run
+        key = f"{state.model}|{'unusable' if failed else 'usable'}"
+        if force or key != last_seen:
+            out[seen] = key
+            if spec is not None:
+                out[model] = gr.update(choices=model_choices(engine), value=spec.id)
+                for tab in tabs.values():
+                    out.update(tab.model_updates(spec))
+            if failed:
+                for tab in tabs.values():
+                    out.update(tab.unusable_updates())
         return out
 
     demo.load(lambda: page_state(None, force=True), None, outputs, **controls)
@@ -127,11 +133,8 @@ def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[s
         for event in job.events():
             if isinstance(event, Loading):
                 yield {header: f"Switching to **{target}** · {event.fraction:.0%} · {event.message}"}
-            elif isinstance(event, Failed):
-                out = page_state(last_seen, force=True)
-                out[header] = f"❌ Could not load **{target}**: {event.message}\n\nPick another model above."
-                yield out
-                gr.Warning(event.message, title="Model not loaded")
+            elif isinstance(event, Failed):  # said once, in the header, until the next choice
+                yield page_state(last_seen, force=True)
             elif isinstance(event, Ready):
                 yield page_state(last_seen, force=True)
 
@@ -155,7 +158,7 @@ def _switch_target(engine: Engine, mode: str) -> str:
 
 
 def _wire_reuse(engine: Engine, gallery, tabs: dict[str, GenerateTab], tab_set: gr.Tabs) -> None:
-    targets = [tab_set]
+    targets = [tab_set, gallery.about]
     for tab in tabs.values():
         targets += [tab.prompt, tab.style_words, tab.style, tab.negative, tab.width, tab.height, tab.size]
         targets += [tab.frames, tab.duration, tab.fps, tab.steps, tab.quality, tab.guidance, tab.guidance_2]
@@ -163,8 +166,8 @@ def _wire_reuse(engine: Engine, gallery, tabs: dict[str, GenerateTab], tab_set: 
 
     def reuse(path: str | None):
         video = find_video(engine.outputs, path)
-        if video is None or not video.settings:
-            raise gr.Error("Pick a video made by Wan Studio first.")
+        if video is None or not video.settings:  # said in the Gallery, beside the button
+            return {gallery.about: "**Nothing to reuse:** pick a video made by Wan Studio first."}
         request = request_from_settings(video.settings).settings()
         mode = "i2v" if video.from_image else "t2v"
         spec = _spec(engine)

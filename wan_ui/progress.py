@@ -42,29 +42,27 @@ def status_line(event: object) -> str | None:
     return None
 
 
-STATE_ICONS = {"not loaded": "○", "loading": "◐", "ready": "●", "failed": "✕"}
-
-
 def header_markdown(state: ModelState, queue: int) -> str:
     """The header's status line: model, its state, memory mode and device."""
-    icon = STATE_ICONS.get(state.state, "")
     what = {
         "not loaded": "not loaded yet (loads on first use)",
         "loading": f"loading: {state.message}" if state.message else "loading",
         "ready": "ready",
-        "failed": f"failed: {state.message}",
+        "failed": f"failed: {state.message.rstrip('.')}. Choose another model in the menu above.",
     }.get(state.state, state.state)
     memory = state.memory + (f" ({state.memory_reason})" if state.memory_reason else "")
     jobs = "idle" if queue == 0 else f"{queue} job{'s' if queue > 1 else ''} running or waiting"
-    line = f"**{state.label}** {icon} {what}  \nMemory mode: {memory} · Device: {state.device} · Queue: {jobs}"
+    line = f"**{state.label}**: {what}  \nMemory mode: {memory} · Device: {state.device} · Queue: {jobs}"
     if state.placement:
         line += f"  \nWeights: {state.placement}"
+    if state.advice and state.state != "failed":
+        line += f"  \n**Before you start:** {state.advice}"
     return line
 
 
 def tiny_banner(state: ModelState) -> str:
     return (
-        "⚠️ **Offline demo model.** Its weights are random, so every video is coloured noise. It is here so the "
+        "**Offline demo model.** Its weights are random, so every video is coloured noise. It is here so the "
         "studio runs anywhere without downloads. For real videos start the studio on a GPU with "
         "`python app.py --model ti2v-5b` (24 GB or more; the A14B models want 48 GB or more, or offloading)."
     )

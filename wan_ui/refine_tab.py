@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,24 +13,35 @@ from engine import REFINE_BACKENDS, Engine, PromptRefiner, Refined, RefinedPromp
 
 from . import choices
 from .inputs import picture_input
+from .runs import refuse
 
-LANGUAGES = [("English", "en"), ("中文 (Chinese)", "zh")]
+log = logging.getLogger("wan_studio.ui")
+LANGUAGES = [("English", "en"), ("Chinese", "zh")]  # plain names: a browser may lack CJK fonts
 
 
 def run_refine(
     engine: Engine, refiner: PromptRefiner, prompt: str, image: Any, backend: str, language: str, mode: str,
     style: str | None = None,
 ) -> RefinedPrompt:  # fmt: skip
-    """Refine through the engine and wait; raises gr.Error with the reason when there is nothing to refine."""
+    """Refine through the engine and wait; raises NotRefined with the reason when there is nothing to refine."""
     try:
         job = engine.refine(refiner, prompt or "", image=image, language=language, mode=mode, backend=backend,
                             style=None if style in (None, "", "none") else style)  # fmt: skip
     except (StudioError, ValueError) as exc:
-        raise gr.Error(str(exc), title="Can't refine") from None
+        raise NotRefined(str(exc)) from None
     end = job.wait()
     if isinstance(end, Refined):
         return end.result
-    raise gr.Error(getattr(end, "message", "Refinement stopped."), title="Can't refine")
+    raise NotRefined(getattr(end, "message", "Refinement stopped."))
+
+
+class NotRefined(Exception):
+    """A refusal or failure of the refiner: the page shows it beside the prompt, the API raises it for the client."""
+
+
+def not_refined(exc: NotRefined) -> str:
+    log.info("Can't refine: %s", exc)
+    return f"**Not refined:** {exc}"
 
 
 def describe(result: RefinedPrompt) -> str:
@@ -39,7 +51,7 @@ def describe(result: RefinedPrompt) -> str:
     seconds = sum(result.timings.values()) if result.timings else 0.0
     lines = [f"{made} · {words} {unit} · {seconds:.1f} s"]
     if result.notice:
-        lines.append(f"⚠️ {result.notice}" if result.fell_back else result.notice)
+        lines.append(f"**Note:** {result.notice}" if result.fell_back else result.notice)
     return "  \n".join(lines)
 
 
@@ -108,7 +120,10 @@ def wire_refine(tab: RefineTab, engine: Engine, refiner: PromptRefiner, generate
     events = {"api_visibility": "private", "concurrency_limit": 4, "concurrency_id": "refine"}
 
     def refine(prompt, image, backend, language, mode, style):
-        result = run_refine(engine, refiner, prompt, image, backend, language, mode, style)
+        try:
+            result = run_refine(engine, refiner, prompt, image, backend, language, mode, style)
+        except NotRefined as exc:
+            return gr.skip(), not_refined(exc), gr.skip()
         return result.text, describe(result), result.as_metadata()
 
     tab.run.click(
@@ -121,13 +136,19 @@ def wire_refine(tab: RefineTab, engine: Engine, refiner: PromptRefiner, generate
 
         def go(text, meta, original, image):
             if not (text or "").strip():
-                raise gr.Error("Refine a prompt first (or type one in the box).")
-            out = {target.prompt: text, target.extra: refined_extra(meta, original), tab_set: gr.Tabs(selected=mode)}
+                return {tab.about: "**Nothing to send:** refine a prompt first (or type one in the box)."}
+            out = {
+                tab.about: gr.skip(),
+                target.prompt: text,
+                target.extra: refined_extra(meta, original),
+                tab_set: gr.Tabs(selected=mode),
+            }
             if mode == "i2v" and image:
                 out[target.image] = image
             return out
 
-        outputs = [target.prompt, target.extra, tab_set] + ([target.image] if target.image is not None else [])
+        outputs = [tab.about, target.prompt, target.extra, tab_set]
+        outputs += [target.image] if target.image is not None else []
         return go, outputs
 
     for mode, button in (("t2v", tab.to_t2v), ("i2v", tab.to_i2v)):
@@ -146,7 +167,10 @@ def _wire_inline(gen, mode: str, engine: Engine, refiner: PromptRefiner, tab: Re
     def refine(prompt, *rest):
         image = rest[0] if gen.image is not None else None
         backend, language, style = rest[-3:]
-        result = run_refine(engine, refiner, prompt, image, backend, language, mode, style)
+        try:
+            result = run_refine(engine, refiner, prompt, image, backend, language, mode, style)
+        except NotRefined as exc:  # said under the prompt, where the refinement would have appeared
+            return gr.update(visible=False), gr.update(value=not_refined(exc), visible=True), gr.skip(), gr.skip()
         return (
             gr.update(value=result.text, visible=True),
             gr.update(value=describe(result), visible=True),
@@ -182,7 +206,10 @@ def build_refine_api(engine: Engine, refiner: PromptRefiner) -> None:
     ) -> tuple[str, dict]:
         """Refine a short idea into a Wan2.2 prompt (Image to Video style when an image is given)."""
         mode = "i2v" if image else "t2v"
-        result = run_refine(engine, refiner, prompt, image, backend, language, mode)
+        try:
+            result = run_refine(engine, refiner, prompt, image, backend, language, mode)
+        except NotRefined as exc:
+            raise refuse(str(exc), "Can't refine") from None
         return result.text, result.as_metadata()
 
     with gr.Group(visible=False):

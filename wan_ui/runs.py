@@ -6,6 +6,7 @@ and its video and settings land in the outputs folder and the Gallery. Only the 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from engine import (
     Notice,
     Preview,
     Queued,
+    Step,
     StudioError,
     validate,
 )
@@ -34,7 +36,12 @@ from . import zerogpu
 from .media import PreviewFiles
 from .progress import status_line
 
+log = logging.getLogger("wan_studio.ui")
 STATUS_EVERY_S = 0.15  # plain progress lines are coalesced; previews, frames and the end always go out
+
+
+class QueueFull(StudioError):
+    """More jobs wait than --queue-size allows."""
 
 
 class Runs:
@@ -93,16 +100,33 @@ class Update:
 
 
 def status_markdown(update: Update) -> str:
-    lines = [update.status]
+    status = update.status
+    for prefix in ("Not started:", "Failed:"):
+        if status.startswith(prefix):
+            status = f"**{prefix}**{status[len(prefix) :]}"
+    lines = [status]
     lines += [f"- {n}" for n in update.notices]
     return "\n".join(lines)
 
 
-def follow(
-    engine: Engine, request: GenerationRequest, runs: Runs, key: str, names: dict[str, str] | None = None
-) -> Iterator[Update]:
-    """Submit the request and yield updates until it ends. Bad input raises gr.Error in the user's words.
+def refuse(message: str, title: str) -> gr.Error:
+    """An error for an API caller: the message as written, one line in the terminal, no traceback."""
+    log.info("%s: %s", title, message)
+    return gr.Error(message, title=title, print_exception=False)
 
+
+def follow(
+    engine: Engine,
+    request: GenerationRequest,
+    runs: Runs,
+    key: str,
+    names: dict[str, str] | None = None,
+    raise_errors: bool = True,
+) -> Iterator[Update]:
+    """Submit the request and yield updates until it ends, a refusal or failure as the last update's status.
+
+    With raise_errors (the API) a refusal or failure also raises gr.Error, so a client's call fails; the page passes
+    False and shows it in the status line only (a raised error would paint a badge over every output).
     `names` maps the engine's field names to the caller's (the API's num_frames for frames) in those messages.
     """
     if runs.stop_requested(key):
@@ -115,9 +139,8 @@ def follow(
             events = zerogpu.gpu_events(engine)(request)
         else:
             if engine.queue_length() > runs.max_waiting:
-                raise gr.Error(
-                    f"The studio's queue is full ({engine.queue_length()} jobs). Try again when one finishes.",
-                    title="Queue is full",
+                raise QueueFull(
+                    f"The studio's queue is full ({engine.queue_length()} jobs). Try again when one finishes."
                 )
             job = engine.submit(request)
             runs.attach(key, job)
@@ -128,8 +151,13 @@ def follow(
         field = getattr(exc, "field", None)
         if names and field in names and message.startswith(field):
             message = names[field] + message[len(field) :]
-        yield Update(f"❌ Not started: {message}", finished=True)  # stays on the page after the pop-up goes
-        raise gr.Error(message, title="Can't start this video") from None
+        elif not raise_errors and message:  # the page's labels are capitalised ("Width"), so is the sentence
+            message = message[0].upper() + message[1:]
+        yield Update(f"Not started: {message}", finished=True)  # stays on the page until the next action
+        if raise_errors:
+            raise refuse(message, "Can't start this video") from None
+        log.info("Can't start this video: %s", message)
+        return
     previews = PreviewFiles()
     notices: list[str] = []
     decoded: list = []
@@ -156,8 +184,11 @@ def follow(
             elif isinstance(event, Cancelled):
                 yield Update(event.message, notices=notices, finished=True)
             elif isinstance(event, Failed):
-                yield Update(f"❌ {event.message}", notices=notices, finished=True)
-                raise gr.Error(event.message, title="The video failed")
+                yield Update(f"Failed: {event.message}", notices=notices, finished=True)
+                if raise_errors:
+                    raise refuse(event.message, "The video failed")
+            elif isinstance(event, Step) and engine.preview_every and event.index % engine.preview_every == 0:
+                continue  # its preview follows at once and carries this line: one update per step, not two
             else:
                 now = time.monotonic()
                 if isinstance(event, Queued) or now - last_status >= STATUS_EVERY_S:

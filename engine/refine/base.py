@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import StudioError
+from ..flags import REFINE_BACKENDS  # noqa: F401 - re-exported: the refiner's backends
 
-REFINE_BACKENDS = ("rules", "local", "openai")
 REFINE_LANGUAGES = ("en", "zh")
 REFINE_MODES = ("t2v", "i2v")
 # What "after use" does with the local model: "auto" keeps it on the GPU only when the video model's plan is "none"

@@ -31,6 +31,7 @@ class RunningApp:
     url: str
     outputs: Path
     process: subprocess.Popen
+    log: Path  # what the studio printed (stdout and stderr)
 
     def client(self, **kwargs):
         from gradio_client import Client
@@ -52,7 +53,7 @@ def start_app(outputs: Path, *flags: str, timeout: float = 120) -> RunningApp:
             pytest.fail(f"app exited early:\n{log.read_text(errors='replace')}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return RunningApp(f"http://127.0.0.1:{port}/", outputs, proc)
+                return RunningApp(f"http://127.0.0.1:{port}/", outputs, proc, log)
         except OSError:
             time.sleep(0.5)
     proc.kill()

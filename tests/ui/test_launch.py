@@ -1,7 +1,8 @@
-"""Launch flags that guard a shared studio: logins, and no open share link by accident."""
+"""Launch flags: logins, no open share link by accident, and a --help that answers at once and explains itself."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -63,3 +64,20 @@ def test_a_full_queue_says_so(tmp_path):
         assert waiting.result(timeout=120)[1] is not None  # the waiting job still runs after the stop
     finally:
         stop_app(app)
+
+
+def test_help_and_flags_need_no_torch(tmp_path):
+    # the choices on the command line come from engine.flags; torch loads only when the studio starts
+    code = "import sys, app; app.parse_args(['--memory', 'group']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_every_option_in_help_says_its_default():
+    out = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True)
+    text = " ".join(out.stdout.split())
+    options = [o for o in re.findall(r"^  (--[a-z0-9-]+)", out.stdout, flags=re.M) if o != "--help"]
+    assert len(options) >= 18
+    assert text.count("default:") >= len(options)
+    for var in ("WAN_MODEL", "WAN_MEMORY", "WAN_HOST", "WAN_PORT", "WAN_OUTPUTS", "WAN_QUEUE_SIZE"):
+        assert f"env {var}" in text
