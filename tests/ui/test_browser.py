@@ -3,15 +3,10 @@ test-artifacts/ (or $WAN_TEST_ARTIFACTS) for a person to look at."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
-from .conftest import ROOT, needs_chromium, open_page, own_studio_page
-
-ARTIFACTS = Path(os.environ.get("WAN_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+from .conftest import needs_chromium, open_page, own_studio_page, shot
 
 pytestmark = needs_chromium
 
@@ -21,11 +16,6 @@ def page(browser, app):
     context, page = open_page(browser, app.url)
     yield page
     context.close()
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_a_prompt_shows_a_live_preview_then_a_playable_video(page):

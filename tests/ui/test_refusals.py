@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import pytest
 
-from .conftest import needs_chromium, open_page, own_studio_page
+from .conftest import needs_chromium, open_page, own_studio_page, shot
 
 SUBMITTING = "Submitting"
 
@@ -34,6 +34,7 @@ def test_width_zero_is_refused_in_the_status_line_and_nothing_is_left_submitting
     page.wait_for_function("() => document.querySelector('#t2v-status').innerText.includes('Not started')")
     page.wait_for_timeout(10_000)  # longer than any pop-up lasts: the reason must still be on the page
     status = page.inner_text("#t2v-status")
+    shot(page, "21-refused-width-zero")
     assert "Width must be at least" in status and SUBMITTING not in status
     assert badges(page) == 0 and page.locator(".toast-body").count() == 0
     assert not page.locator("#t2v-generate").is_disabled()
@@ -45,6 +46,7 @@ def test_image_to_video_without_a_picture_says_so_in_its_status_line(page):
     page.fill("#i2v-prompt textarea", "the leaves tremble")
     page.click("#i2v-generate")
     page.wait_for_function("() => document.querySelector('#i2v-status').innerText.includes('Not started')")
+    shot(page, "22-refused-no-picture")
     assert "Add an image" in page.inner_text("#i2v-status")
     assert badges(page) == 0
     assert not page.locator("#i2v-generate").is_disabled()
@@ -72,6 +74,7 @@ def test_api_updates_are_not_repeated(app):
 def test_a_launch_model_that_cannot_load_disables_generate_and_says_why(browser, tmp_path):
     with own_studio_page(browser, tmp_path / "outputs", "--model", str(tmp_path / "no-such-model")) as (app, page):
         page.wait_for_function("() => document.querySelector('#t2v-generate').disabled")
+        shot(page, "23-launch-model-cannot-load")
         assert "failed" in page.inner_text("#model-state")
         assert "No working model is loaded" in page.inner_text("#t2v-generate >> xpath=../..")
         lines = [line for line in app.log.read_text().splitlines() if "no-such-model" in line]
@@ -88,6 +91,7 @@ def test_a_model_that_cannot_load_is_said_once_in_the_header(browser, tmp_path):
         page.get_by_role("option", name="Wan2.2 TI2V-5B (text and image to video, 720p 24 fps)").click()
         page.wait_for_function("() => document.querySelector('#model-state').innerText.includes('failed')")
         page.wait_for_timeout(2_000)
+        shot(page, "24-picked-model-cannot-load")
         assert "not downloaded" in page.inner_text("#model-state")
         assert page.locator(".toast-body").count() == 0 and badges(page) == 0
         assert "not downloaded" not in page.inner_text("#t2v-status")
