@@ -22,6 +22,8 @@ from engine import (
 )
 from engine.output import to_uint8
 
+from .experts import experts_called
+
 PICTURE = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8))
 
 
@@ -141,16 +143,8 @@ def test_moe_high_noise_expert_runs_exactly_while_t_is_at_or_above_the_boundary(
     engine = make_engine("tiny-t2v-moe")
     run(engine, steps=2)  # load
     pipe = engine.pipeline
-    calls: list[tuple[str, float]] = []
-    hooks = [
-        pipe.transformer.register_forward_pre_hook(lambda m, a: calls.append(("high", float(pipe.current_timestep)))),
-        pipe.transformer_2.register_forward_pre_hook(lambda m, a: calls.append(("low", float(pipe.current_timestep)))),
-    ]
-    try:
+    with experts_called(pipe) as calls:
         _, events = run(engine, steps=8, guidance=4.0, guidance_2=2.0)
-    finally:
-        for h in hooks:
-            h.remove()
     boundary = 0.875 * 1000
     assert calls, "no expert ran"
     assert all((expert == "high") == (t >= boundary) for expert, t in calls)

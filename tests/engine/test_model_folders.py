@@ -15,6 +15,8 @@ from engine import Done, Frames, GenerationRequest, Notice, RequestError, read_s
 from engine.memory import GIB, vae_tiling_reason
 from engine.tiny import build_tiny_pipeline, ensure_tiny
 
+from .experts import experts_called
+
 PICTURE = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8))
 
 
@@ -117,17 +119,8 @@ def test_a_folder_uses_its_own_shift_and_boundary_and_says_so(make_engine, tmp_p
 def test_the_boundary_used_decides_where_the_experts_switch(make_engine, tmp_path):
     engine = make_engine(str(folder_with(tmp_path, "tiny-t2v-moe", boundary_ratio=0.5)))
     run(engine)  # load
-    pipe = engine.pipeline
-    calls: list[tuple[str, float]] = []
-    hooks = [
-        pipe.transformer.register_forward_pre_hook(lambda m, a: calls.append(("high", float(pipe.current_timestep)))),
-        pipe.transformer_2.register_forward_pre_hook(lambda m, a: calls.append(("low", float(pipe.current_timestep)))),
-    ]
-    try:
+    with experts_called(engine.pipeline) as calls:
         run(engine, steps=8, shift=1.0)  # evenly spaced timesteps: both sides of 500
-    finally:
-        for h in hooks:
-            h.remove()
     assert {e for e, _ in calls} == {"high", "low"}
     assert all((expert == "high") == (t >= 500) for expert, t in calls)
 
