@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import struct
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from .errors import ModelLoadError
 from .tiny import ensure_tiny, tiny_path
 from .weights import load_diffusers_model, plain_folder, stored_bytes
 
+log = logging.getLogger("wan_studio.engine")
 Progress = Callable[[str, float, str], None]  # (stage, fraction 0..1, message)
 MODEL_COMPONENTS = ("text_encoder", "transformer", "transformer_2", "vae", "image_encoder")
 
@@ -125,8 +127,9 @@ class ModelFolder:
             try:
                 sizes[name], big = stored_bytes(self.path / name, dtypes.get(name))
             except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+                log.warning("%s: reading the weights headers failed: %s: %s", name, exc.__class__.__name__, exc)
                 raise ModelLoadError(
-                    f"the component {name!r} could not be loaded (its weights files are unreadable: {exc})",
+                    f"the component {name!r} could not be loaded: its weights files are unreadable",
                     "Its files may be incomplete or corrupt: download the model again",
                 ) from exc
             largest = max(largest, big)
@@ -183,9 +186,11 @@ def load_pipeline(
         except ModelLoadError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError, AttributeError, ImportError, SafetensorError) as exc:
+            log.warning("loading %s failed: %s: %s", name, exc.__class__.__name__, str(exc)[:300])
             raise ModelLoadError(
-                f"the component {name!r} could not be loaded ({exc.__class__.__name__}: {str(exc)[:300]})",
-                "Its files may be incomplete or corrupt: download the model again",
+                f"the component {name!r} could not be loaded: its files do not match what "
+                f"{folder / name / 'config.json'} describes, or are damaged",
+                "Its files may be incomplete or corrupt: download the model again (the terminal has the details)",
                 spec.id,
             ) from exc
         done += weights[name]
