@@ -182,15 +182,13 @@ def read_model_index(source: str, revision: str | None = None) -> dict:
 
 def scheduler_shift(config: dict) -> float | None:
     """The flow shift a scheduler config applies (UniPC/DPM: flow_shift with flow sigmas; Euler: shift)."""
-    key = "flow_shift" if "flow_shift" in config else "shift" if "shift" in config else None
-    if key is None or config.get("use_dynamic_shifting"):
+    if config.get("use_dynamic_shifting"):
         return None
-    value = config[key]
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return _number_in(config, "flow_shift" if "flow_shift" in config else "shift")
 
 
-def _folder_number(index: dict, key: str) -> float | None:
-    value = index.get(key)
+def _number_in(config: dict, key: str) -> float | None:
+    value = config.get(key)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -203,12 +201,12 @@ def _folder_defaults(model: str, index: dict, base: ModelSpec, moe: bool, revisi
         scheduler = {}
     found: dict[str, tuple[float | None, str]] = {
         "shift": (scheduler_shift(scheduler), "its scheduler config"),
-        "guidance": (_folder_number(index, "guidance_scale"), "its model_index.json"),
-        "steps": (_folder_number(index, "num_inference_steps"), "its model_index.json"),
+        "guidance": (_number_in(index, "guidance_scale"), "its model_index.json"),
+        "steps": (_number_in(index, "num_inference_steps"), "its model_index.json"),
     }
     if moe:
-        found["boundary"] = (_folder_number(index, "boundary_ratio"), "its model_index.json")
-        found["guidance_2"] = (_folder_number(index, "guidance_scale_2"), "its model_index.json")
+        found["boundary"] = (_number_in(index, "boundary_ratio"), "its model_index.json")
+        found["guidance_2"] = (_number_in(index, "guidance_scale_2"), "its model_index.json")
     values: dict[str, Any] = {}
     differs: dict[str, str] = {}
     names = {
