@@ -47,20 +47,13 @@ def build(folder: Path, layers: int, shards: int, heads: int = 24) -> int:
 
 
 def config(layers: int, heads: int = 24) -> dict:
-    """The TI2V-5B transformer's published shape (24 heads x 128 = dim 3072, ffn 14336), fewer layers (and heads)."""
+    """The TI2V-5B transformer's published config (gpu_bench.TRANSFORMER_5B) with fewer layers (and heads, the
+    feed-forward width scaled with them)."""
+    from gpu_bench import TRANSFORMER_5B  # this folder is on sys.path when a script here runs
+
+    full = TRANSFORMER_5B["num_attention_heads"]
     return dict(
-        patch_size=(1, 2, 2),
-        num_attention_heads=heads,
-        attention_head_dim=128,
-        in_channels=48,
-        out_channels=48,
-        text_dim=4096,
-        freq_dim=256,
-        ffn_dim=14336 * heads // 24,
-        num_layers=layers,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=1024,
+        TRANSFORMER_5B, num_layers=layers, num_attention_heads=heads, ffn_dim=TRANSFORMER_5B["ffn_dim"] * heads // full
     )
 
 
