@@ -378,9 +378,7 @@ class Engine:
             report("memory", 0.5, f"memory mode {plan.mode}: {plan.reason}; {placement.describe()}")
             log.info("memory mode %s: %s; %s (%s)", plan.mode, plan.reason, placement.describe(), placement.reason)
             targets = {n: self.device for n, w in placement.where.items() if w == "gpu" and self.device.type == "cuda"}
-            pipe = load_pipeline(spec, self.device, report, targets, model)
-            if spec.boundary is not None and pipe.config.get("boundary_ratio") != spec.boundary:
-                pipe.register_to_config(boundary_ratio=spec.boundary)
+            pipe = load_pipeline(spec, self.device, report, targets, model)  # the boundary is set per job
             speed = apply_speed(pipe, self.speed, self.device)
             for notice in speed.notices:
                 job.emit(ev.Notice(job.id, notice))
