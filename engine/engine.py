@@ -1,13 +1,11 @@
 """The Engine: one worker thread runs jobs in submission order; each job streams typed events back.
 
-A generation runs in fixed stages: load (if needed), prepare, denoise (the diffusers pipeline itself, with a step
-callback for progress, previews, cancel and the MoE expert switch), streaming decode into the MP4, finish.
+A generation runs in fixed stages: load (if needed), prepare, denoise, streaming decode into the MP4, finish. The
+stages after loading live in generation.py; this module is the queue, loading and the public facade.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import functools
 import gc
 import logging
 import threading
@@ -22,8 +20,8 @@ import torch
 
 from . import events as ev
 from .catalog import ModelSpec, resolve_spec
-from .decode import denormalize, stream_decode
 from .errors import ModelLoadError, OutputError, RequestError, StudioError
+from .generation import APP_VERSION, Cancelled, Loaded, decode, denoise, video_settings
 from .jobs import Job
 from .loading import ModelFolder, component_dtypes, load_pipeline, open_model
 from .memory import (
@@ -35,32 +33,19 @@ from .memory import (
     offload_folder,
     plan_memory,
     planning_size,
-    set_vae_tiling,
-    vae_tiling_reason,
 )
-from .output import (
-    SETTINGS_FORMAT,
-    VideoWriter,
-    check_free_space,
-    check_outputs_dir,
-    remove_partials,
-    slug,
-    to_uint8,
-    write_failure_message,
-)
-from .pipeline_call import pipeline_kwargs, prepare_call, sampling_settings, truncation_notices
+from .output import VideoWriter, check_free_space, check_outputs_dir, remove_partials, write_failure_message
+from .pipeline_call import truncation_notices
 from .placement import Placement, disk_free, host_ram_available, plan_placement
-from .preview import denoised_estimate, latents_to_rgb
 from .readiness import advice, cannot_load
 from .refine import PromptRefiner, RefineError
 from .request import GenerationRequest, validate
-from .speed import SpeedOptions, SpeedState, apply_compile, apply_speed, fp8_storage_supported
+from .speed import SpeedOptions, apply_compile, apply_speed, fp8_storage_supported
 from .tiny import cache_root
-from .views import CALLBACK_TENSORS, pipeline_view
 from .views import prepare as prepare_view
 
+__all__ = ["APP_VERSION", "Engine", "ModelState", "request_from_settings"]
 log = logging.getLogger("wan_studio.engine")
-APP_VERSION = "0.1.0"
 
 
 @dataclass(frozen=True)
@@ -75,10 +60,6 @@ class ModelState:
     tiny: bool
     placement: str = ""  # where each component lives (GPU, RAM, disk) and the RAM figures behind it
     advice: str = ""  # worth knowing before the first job: no CUDA GPU for a real model, a download to come
-
-
-class _Cancelled(Exception):
-    pass
 
 
 class Engine:
@@ -103,7 +84,6 @@ class Engine:
         self.memory_requested = memory
         plan_memory(memory, torch.device("cpu"), {}, None, False)  # refuses an unknown mode at once
         self.speed = speed or SpeedOptions()  # applied at the next load (see engine/speed.py)
-        self._speed_state: SpeedState | None = None
         self.outputs = Path(outputs)
         self.host_ram = host_ram  # RAM the loader may plan for (bytes); None: what the OS reports available now
         self.min_free_bytes = int(min_free_bytes)  # kept free on the outputs disk beyond a video's estimated size
@@ -114,11 +94,7 @@ class Engine:
         self._revision = revision
         self._spec: ModelSpec | None = None
         self._spec_error: ModelLoadError | None = None
-        self._pipe = None
-        self._views: dict = {}  # the other pipeline class over the same components (views.py)
-        self._plan: MemoryPlan | None = None
-        self._placement: Placement | None = None
-        self._switch: ExpertSwitch | None = None
+        self._loaded: Loaded | None = None  # the pipeline and what its load decided (generation.py)
         self._state = "not loaded"
         self._state_message = ""
         self._lock = threading.Condition()
@@ -143,13 +119,13 @@ class Engine:
     @property
     def pipeline(self):
         """The loaded diffusers pipeline, or None (for tests and benchmarks; the UI never needs it)."""
-        return self._pipe
+        return self._loaded.pipe if self._loaded else None
 
     def state(self) -> ModelState:
         try:
             spec = self.spec
             label, tiny = spec.label, spec.tiny
-            blocked = cannot_load(spec) if self._pipe is None and self._state != "loading" else None
+            blocked = cannot_load(spec) if self._loaded is None and self._state != "loading" else None
         except ModelLoadError as exc:
             return ModelState(
                 self._model_name,
@@ -161,7 +137,8 @@ class Engine:
                 self.device_name(),
                 False,
             )
-        plan = self._plan
+        loaded = self._loaded
+        plan = loaded.plan if loaded else None
         state, message = (self._state, self._state_message) if blocked is None else ("failed", str(blocked))
         return ModelState(
             model=spec.id,
@@ -172,8 +149,8 @@ class Engine:
             memory_reason=plan.reason if plan else "",
             device=self.device_name(),
             tiny=tiny,
-            placement=f"{self._placement.describe()} ({self._placement.reason})" if self._placement else "",
-            advice=advice(spec, self.device) if self._pipe is None else "",
+            placement=loaded.placement.summary() if loaded and loaded.placement else "",
+            advice=advice(spec, self.device) if loaded is None else "",
         )
 
     def device_name(self) -> str:
@@ -185,7 +162,7 @@ class Engine:
     def submit(self, request: GenerationRequest) -> Job:
         """Validate now (raises RequestError, ModelLoadError or OutputError) and queue the job."""
         valid = validate(request, self.spec)
-        if self._pipe is None and (blocked := cannot_load(self.spec)) is not None:
+        if self._loaded is None and (blocked := cannot_load(self.spec)) is not None:
             raise blocked
         check_outputs_dir(self.outputs)
         check_free_space(self.outputs, valid.request, self.min_free_bytes)
@@ -313,7 +290,7 @@ class Engine:
     def _run_refine(self, job: Job) -> None:
         refiner, arguments = job.payload
         job.started.set()
-        plan = self._plan.mode if self._pipe is not None and self._plan is not None else None
+        plan = self._loaded.plan.mode if self._loaded is not None else None
         try:
             result = refiner.refine(
                 **arguments,
@@ -336,8 +313,7 @@ class Engine:
     # ----- loading --------------------------------------------------------------------------------------------
 
     def _unload(self) -> None:
-        self._views = {}
-        self._pipe = self._switch = self._plan = self._speed_state = self._placement = None
+        self._loaded = None
         self._state, self._state_message = "not loaded", ""
         self._release_memory()
 
@@ -352,17 +328,17 @@ class Engine:
         if model is not None and model != self._model_name:
             self._unload()
             self._model_name, self._spec, self._revision = model, None, None
-        elif (memory is not None or new_speed) and self._pipe is not None:
+        elif (memory is not None or new_speed) and self._loaded is not None:
             self._unload()
         try:
             self._ensure_loaded(job)
         except ModelLoadError as exc:
             job.emit(ev.Failed(job.id, str(exc), "model"))
             return
-        job.emit(ev.Ready(job.id, self.spec.id, self._plan.mode, self._plan.reason))
+        job.emit(ev.Ready(job.id, self.spec.id, self._loaded.plan.mode, self._loaded.plan.reason))
 
     def _ensure_loaded(self, job: Job) -> None:
-        if self._pipe is not None:
+        if self._loaded is not None:
             return
         self._state, self._state_message = "loading", "starting"
 
@@ -396,8 +372,8 @@ class Engine:
                 "it does not fit in memory", "Try --memory group or sequential, or a smaller model", spec.id
             ) from None
         prepare_view(pipe)
-        self._pipe, self._plan, self._speed_state, self._placement = pipe, plan, speed, placement
-        self._switch = ExpertSwitch(pipe, plan, self.device, placement)
+        switch = ExpertSwitch(pipe, plan, self.device, placement)
+        self._loaded = Loaded(pipe, plan, placement, speed, switch, self.device, {})
         self._state, self._state_message = "ready", ""
         report("ready", 1.0, f"{spec.label} ready on {self.device_name()}")
 
@@ -440,7 +416,7 @@ class Engine:
         if self.fault_injector is not None:
             self.fault_injector(stage)
         if job.cancel_requested:
-            raise _Cancelled(stage)
+            raise Cancelled(stage)
 
     def _run_generate(self, job: Job) -> None:
         writer: VideoWriter | None = None
@@ -451,19 +427,20 @@ class Engine:
             started = time.perf_counter()
             self._ensure_loaded(job)
             spec = self.spec
-            cut = truncation_notices(self._pipe, job.valid.request)
+            loaded = self._loaded
+            cut = truncation_notices(loaded.pipe, job.valid.request)
             job.valid = replace(job.valid, notices=(*job.valid.notices, *cut))  # saved with the video too
             for notice in job.notices:
                 job.emit(ev.Notice(job.id, notice))
             timings: dict[str, float] = {"load": time.perf_counter() - started}
             stage = "denoising"
             self._checkpoint(job, "denoise")
-            latents, timings_denoise, sampling = self._denoise(job, spec, started)
+            latents, timings_denoise, sampling = denoise(loaded, job, started, self.preview_every, self._checkpoint)
             timings.update(timings_denoise)
             stage = "decoding"
             self._checkpoint(job, "decode")
-            settings = self._settings(job, spec, timings, sampling)
-            writer, timings["decode"] = self._decode(job, latents, settings)
+            settings = video_settings(loaded, job, spec, self.device_name(), timings, sampling)
+            writer, timings["decode"] = decode(loaded, job, latents, settings, self.outputs, self._checkpoint)
             stage = "saving the video"
             self._checkpoint(job, "save")
             t_save = time.perf_counter()
@@ -473,7 +450,7 @@ class Engine:
             writer = None
             timings["save"] = time.perf_counter() - t_save
             job.emit(ev.Done(job.id, str(path), settings, job.seed, dict(timings)))
-        except _Cancelled as exc:
+        except Cancelled as exc:
             job.emit(ev.Cancelled(job.id, f"Stopped during {exc.args[0]}; nothing was saved."))
         except ModelLoadError as exc:
             job.emit(ev.Failed(job.id, str(exc), "model"))
@@ -494,153 +471,21 @@ class Engine:
         finally:
             if writer is not None:
                 writer.abort()
-            if self._pipe is not None:
-                self._pipe._interrupt = False
-                self._pipe.maybe_free_model_hooks()
+            if self._loaded is not None:
+                self._loaded.pipe._interrupt = False
+                self._loaded.pipe.maybe_free_model_hooks()
 
     def _oom_message(self, stage: str) -> str:
-        mode = self._plan.mode if self._plan else self.memory_requested
+        mode = self._loaded.plan.mode if self._loaded else self.memory_requested
         lower = {"none": "model or group", "model": "group", "group": "sequential"}.get(mode)
         hint = f"switch memory mode from {mode} to {lower}, or " if lower else ""
         return f"Out of GPU memory while {stage}. To fit, {hint}lower the size or the number of frames."
-
-    def _denoise(self, job: Job, spec: ModelSpec, started: float) -> tuple[torch.Tensor, dict[str, float], dict]:
-        valid = job.valid
-        r = valid.request
-        pipe = pipeline_view(self._pipe, valid.image is not None, self._views)
-        prepare_call(pipe, r)
-        encodes = 0 if valid.image is None else (1 if pipe.config.expand_timesteps else r.frames)
-        tiling = vae_tiling_reason(self.device, r.width, r.height, encodes)
-        set_vae_tiling(pipe.vae, tiling)  # once, before the call: the I2V condition encode runs inside it
-        if tiling:
-            job.emit(ev.Notice(job.id, tiling))
-        sampling = sampling_settings(pipe, r)
-        self._switch.before_job()
-        boundary = pipe.config.boundary_ratio
-        boundary_t = None if boundary is None else boundary * pipe.scheduler.config.num_train_timesteps
-        z_dim = pipe.vae.config.z_dim
-        image_first_frame = valid.image is not None and bool(pipe.config.expand_timesteps)
-        marks: dict[str, float] = {}
-        step_times: list[float] = []
-
-        def first_forward(_module, _args):
-            marks.setdefault("denoise_start", time.perf_counter())
-
-        hooks = [m.register_forward_pre_hook(first_forward) for m in (pipe.transformer, pipe.transformer_2) if m]
-
-        def on_step_end(p, i: int, t, tensors: dict[str, Any]) -> dict:
-            now = time.perf_counter()
-            step_times.append(now - marks.get("last_step", marks.get("denoise_start", now)))
-            marks["last_step"] = now
-            total = r.steps
-            tv = float(t)
-            phase = "denoise" if boundary_t is None else ("high-noise" if tv >= boundary_t else "low-noise")
-            recent = step_times[-5:]
-            eta = (total - i - 1) * sum(recent) / len(recent)
-            job.emit(ev.Step(job.id, i + 1, total, phase, tv, now - started, eta))
-            if self.preview_every and ((i + 1) % self.preview_every == 0 or i + 1 == total):
-                sigma = float(p.scheduler.sigmas[i])
-                x0 = denoised_estimate(tensors["latent_model_input"], tensors["noise_pred"], sigma)
-                if image_first_frame:  # TI2V: the first latent frame is the image itself (t = 0)
-                    x0[:, :, 0] = tensors["latent_model_input"][:, :z_dim, 0].float()
-                rgb = latents_to_rgb(x0)
-                if rgb is not None:
-                    job.emit(ev.Preview(job.id, i + 1, rgb))
-            if self.fault_injector is not None:
-                self.fault_injector(f"step {i + 1}")
-            if job.cancel_requested:
-                p._interrupt = True
-            elif boundary_t is not None and i + 1 < total and float(p.scheduler.timesteps[i + 1]) < boundary_t:
-                self._switch.at_boundary()
-            return {}
-
-        kwargs = pipeline_kwargs(pipe, r, valid.image)
-        kwargs.update(callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=CALLBACK_TENSORS)
-        call_start = time.perf_counter()
-        try:
-            latents = pipe(**kwargs).frames
-        finally:
-            for h in hooks:
-                h.remove()
-        if job.cancel_requested:
-            raise _Cancelled("denoising")
-        end = time.perf_counter()
-        denoise_start = marks.get("denoise_start", call_start)
-        timings = {
-            "encode": denoise_start - call_start,
-            "denoise": end - denoise_start,
-            "step_mean": sum(step_times) / max(1, len(step_times)),
-        }
-        return latents, timings, sampling
-
-    def _decode(self, job: Job, latents: torch.Tensor, settings: dict) -> tuple[VideoWriter, float]:
-        from diffusers.utils.torch_utils import get_module_execution_device
-
-        r = job.valid.request
-        pipe = self._pipe
-        vae = pipe.vae
-        t0 = time.perf_counter()
-        z = denormalize(vae, latents.to(get_module_execution_device(vae), vae.dtype))
-        outputs = check_outputs_dir(self.outputs)
-        stem = f"{_dt.datetime.now():%Y%m%d-%H%M%S}_{r.seed}_{slug(r.prompt)}"
-        writer = VideoWriter(outputs, stem, r.width, r.height, r.fps, settings)
-        try:
-            total = z.shape[2]
-            start = 0
-            for index, chunk in enumerate(stream_decode(vae, z)):
-                video = pipe.video_processor.postprocess_video(chunk, output_type="np")[0]
-                frames = to_uint8(video)
-                writer.write(frames)
-                job.emit(ev.Frames(job.id, start, frames))
-                start += len(frames)
-                job.emit(ev.Decoding(job.id, index + 1, total))
-                self._checkpoint(job, "decoding")
-        except BaseException:
-            writer.abort()
-            raise
-        return writer, time.perf_counter() - t0
-
-    def _settings(self, job: Job, spec: ModelSpec, timings: dict[str, float], sampling: dict) -> dict[str, Any]:
-        valid = job.valid
-        settings: dict[str, Any] = {
-            "format": SETTINGS_FORMAT,
-            "app_version": APP_VERSION,
-            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "model": spec.id,
-            "model_source": spec.source or spec.id,
-            "model_revision": getattr(self._pipe, "studio_revision", None),
-            "family": spec.family,
-            "request": valid.request.settings(),
-            "image": None if valid.image is None else {"width": valid.image.width, "height": valid.image.height},
-            "sampling": sampling,
-            "memory": {
-                "mode": self._plan.mode,
-                "reason": self._plan.reason,
-                "placement": self._placement.settings() if self._placement else None,
-            },
-            "speed": self._speed_state.settings() if self._speed_state else None,
-            "device": self.device_name(),
-            "notices": list(valid.notices),
-            "timings": dict(timings),
-            "versions": {"torch": torch.__version__, "diffusers": _version("diffusers")},
-        }
-        return settings
 
     def _release_memory(self) -> None:
         """Free what a failed job, a cancel or an unload left behind (gc takes ~0.3 s: not after every job)."""
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-@functools.cache
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _unexpected(stage: str) -> str:

@@ -36,6 +36,10 @@ class Placement:
         """One line for the header: where each component lives."""
         return " · ".join(f"{name} {WHERE[place]}" for name, place in self.where.items())
 
+    def summary(self) -> str:
+        """The header line and the RAM figures behind it."""
+        return f"{self.describe()} ({self.reason})"
+
     def settings(self) -> dict[str, Any]:
         return {
             "mode": self.mode,

@@ -1,0 +1,195 @@
+"""The stages of one generation after the model is loaded: denoise, decode into the MP4, the settings saved with it.
+
+They live apart from Engine (the queue and the public facade) and see only what a job needs: the loaded pipeline,
+its memory switch and the job itself.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import events as ev
+from .catalog import ModelSpec
+from .decode import denormalize, stream_decode
+from .jobs import Job
+from .memory import ExpertSwitch, MemoryPlan, set_vae_tiling, vae_tiling_reason
+from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug, to_uint8
+from .pipeline_call import pipeline_kwargs, prepare_call, sampling_settings
+from .placement import Placement
+from .preview import denoised_estimate, latents_to_rgb
+from .speed import SpeedState
+from .views import CALLBACK_TENSORS, pipeline_view
+
+APP_VERSION = "0.1.0"
+
+
+class Cancelled(Exception):
+    """The job asked to stop; args[0] names the stage it stopped in."""
+
+
+@dataclass
+class Loaded:
+    """The loaded model as the stages use it (one per load; Engine keeps it)."""
+
+    pipe: Any
+    plan: MemoryPlan
+    placement: Placement | None
+    speed: SpeedState | None
+    switch: ExpertSwitch
+    device: torch.device
+    views: dict  # the other pipeline class over the same components (views.py)
+
+
+Checkpoint = Callable[[Job, str], None]  # raises Cancelled, or a test's injected fault
+
+
+def denoise(
+    loaded: Loaded, job: Job, started: float, preview_every: int, checkpoint: Checkpoint
+) -> tuple[torch.Tensor, dict[str, float], dict]:
+    """Run the diffusers pipeline to latents, streaming steps and previews; cancel and the expert switch per step."""
+    valid = job.valid
+    r = valid.request
+    pipe = pipeline_view(loaded.pipe, valid.image is not None, loaded.views)
+    prepare_call(pipe, r)
+    encodes = 0 if valid.image is None else (1 if pipe.config.expand_timesteps else r.frames)
+    tiling = vae_tiling_reason(loaded.device, r.width, r.height, encodes)
+    set_vae_tiling(pipe.vae, tiling)  # once, before the call: the I2V condition encode runs inside it
+    if tiling:
+        job.emit(ev.Notice(job.id, tiling))
+    sampling = sampling_settings(pipe, r)
+    loaded.switch.before_job()
+    boundary = pipe.config.boundary_ratio
+    boundary_t = None if boundary is None else boundary * pipe.scheduler.config.num_train_timesteps
+    z_dim = pipe.vae.config.z_dim
+    image_first_frame = valid.image is not None and bool(pipe.config.expand_timesteps)
+    marks: dict[str, float] = {}
+    step_times: list[float] = []
+
+    def first_forward(_module, _args):
+        marks.setdefault("denoise_start", time.perf_counter())
+
+    hooks = [m.register_forward_pre_hook(first_forward) for m in (pipe.transformer, pipe.transformer_2) if m]
+
+    def on_step_end(p, i: int, t, tensors: dict[str, Any]) -> dict:
+        now = time.perf_counter()
+        step_times.append(now - marks.get("last_step", marks.get("denoise_start", now)))
+        marks["last_step"] = now
+        total = r.steps
+        tv = float(t)
+        phase = "denoise" if boundary_t is None else ("high-noise" if tv >= boundary_t else "low-noise")
+        recent = step_times[-5:]
+        eta = (total - i - 1) * sum(recent) / len(recent)
+        job.emit(ev.Step(job.id, i + 1, total, phase, tv, now - started, eta))
+        if preview_every and ((i + 1) % preview_every == 0 or i + 1 == total):
+            sigma = float(p.scheduler.sigmas[i])
+            x0 = denoised_estimate(tensors["latent_model_input"], tensors["noise_pred"], sigma)
+            if image_first_frame:  # TI2V: the first latent frame is the image itself (t = 0)
+                x0[:, :, 0] = tensors["latent_model_input"][:, :z_dim, 0].float()
+            rgb = latents_to_rgb(x0)
+            if rgb is not None:
+                job.emit(ev.Preview(job.id, i + 1, rgb))
+        try:
+            checkpoint(job, f"step {i + 1}")
+        except Cancelled:
+            p._interrupt = True
+            return {}
+        if boundary_t is not None and i + 1 < total and float(p.scheduler.timesteps[i + 1]) < boundary_t:
+            loaded.switch.at_boundary()
+        return {}
+
+    kwargs = pipeline_kwargs(pipe, r, valid.image)
+    kwargs.update(callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=CALLBACK_TENSORS)
+    call_start = time.perf_counter()
+    try:
+        latents = pipe(**kwargs).frames
+    finally:
+        for h in hooks:
+            h.remove()
+    if job.cancel_requested:
+        raise Cancelled("denoising")
+    end = time.perf_counter()
+    denoise_start = marks.get("denoise_start", call_start)
+    timings = {
+        "encode": denoise_start - call_start,
+        "denoise": end - denoise_start,
+        "step_mean": sum(step_times) / max(1, len(step_times)),
+    }
+    return latents, timings, sampling
+
+
+def decode(
+    loaded: Loaded, job: Job, latents: torch.Tensor, settings: dict, outputs: Path, checkpoint: Checkpoint
+) -> tuple[VideoWriter, float]:
+    """Decode chunk by chunk straight into a hidden partial MP4 (VideoWriter.finish moves it into place)."""
+    from diffusers.utils.torch_utils import get_module_execution_device
+
+    r = job.valid.request
+    pipe = loaded.pipe
+    vae = pipe.vae
+    t0 = time.perf_counter()
+    z = denormalize(vae, latents.to(get_module_execution_device(vae), vae.dtype))
+    folder = check_outputs_dir(outputs)
+    stem = f"{_dt.datetime.now():%Y%m%d-%H%M%S}_{r.seed}_{slug(r.prompt)}"
+    writer = VideoWriter(folder, stem, r.width, r.height, r.fps, settings)
+    try:
+        total = z.shape[2]
+        start = 0
+        for index, chunk in enumerate(stream_decode(vae, z)):
+            video = pipe.video_processor.postprocess_video(chunk, output_type="np")[0]
+            frames = to_uint8(video)
+            writer.write(frames)
+            job.emit(ev.Frames(job.id, start, frames))
+            start += len(frames)
+            job.emit(ev.Decoding(job.id, index + 1, total))
+            checkpoint(job, "decoding")
+    except BaseException:
+        writer.abort()
+        raise
+    return writer, time.perf_counter() - t0
+
+
+def video_settings(
+    loaded: Loaded, job: Job, spec: ModelSpec, device_name: str, timings: dict[str, float], sampling: dict
+) -> dict[str, Any]:
+    """Everything that made the video, saved inside it and beside it (request_from_settings reads it back)."""
+    valid = job.valid
+    return {
+        "format": SETTINGS_FORMAT,
+        "app_version": APP_VERSION,
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "model": spec.id,
+        "model_source": spec.source or spec.id,
+        "model_revision": getattr(loaded.pipe, "studio_revision", None),
+        "family": spec.family,
+        "request": valid.request.settings(),
+        "image": None if valid.image is None else {"width": valid.image.width, "height": valid.image.height},
+        "sampling": sampling,
+        "memory": {
+            "mode": loaded.plan.mode,
+            "reason": loaded.plan.reason,
+            "placement": loaded.placement.settings() if loaded.placement else None,
+        },
+        "speed": loaded.speed.settings() if loaded.speed else None,
+        "device": device_name,
+        "notices": list(valid.notices),
+        "timings": dict(timings),
+        "versions": {"torch": torch.__version__, "diffusers": version("diffusers")},
+    }
+
+
+@functools.cache
+def version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
