@@ -19,11 +19,14 @@ from typing import Any
 import torch
 
 from . import events as ev
+from .adapters import Adapters
 from .catalog import ModelSpec, resolve_spec
 from .errors import ModelLoadError, OutputError, RequestError, StudioError
 from .generation import APP_VERSION, Cancelled, Loaded, decode, denoise, video_settings
 from .jobs import Job
 from .loading import ModelFolder, component_dtypes, load_pipeline, open_model
+from .lora_hub import fetch, missing_download
+from .loras import LoraLibrary, recommend
 from .memory import (
     ExpertSwitch,
     MemoryPlan,
@@ -39,7 +42,7 @@ from .pipeline_call import truncation_notices
 from .placement import Placement, disk_free, host_ram_available, plan_placement
 from .readiness import advice, cannot_load
 from .refine import PromptRefiner, RefineError
-from .request import GenerationRequest, validate
+from .request import GenerationRequest, ValidRequest, validate
 from .speed import SpeedOptions, apply_compile, apply_speed, fp8_storage_supported
 from .tiny import cache_root
 from .views import prepare as prepare_view
@@ -60,6 +63,7 @@ class ModelState:
     tiny: bool
     placement: str = ""  # where each component lives (GPU, RAM, disk) and the RAM figures behind it
     advice: str = ""  # worth knowing before the first job: no CUDA GPU for a real model, a download to come
+    activity: str = ""  # work besides loading the model, with its progress (a LoRA download)
 
 
 class Engine:
@@ -79,12 +83,16 @@ class Engine:
         speed: SpeedOptions | None = None,
         min_free_bytes: int = 64 * 2**20,
         host_ram: int | None = None,
+        loras: str | Path = "loras",
+        lora_presets: Path | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.memory_requested = memory
         plan_memory(memory, torch.device("cpu"), {}, None, False)  # refuses an unknown mode at once
         self.speed = speed or SpeedOptions()  # applied at the next load (see engine/speed.py)
         self.outputs = Path(outputs)
+        self.loras = LoraLibrary(loras, lora_presets)  # read on each use: files dropped in while it runs count
+        self._activity = ""  # what the worker does besides loading (a LoRA download), for the header
         self.host_ram = host_ram  # RAM the loader may plan for (bytes); None: what the OS reports available now
         self.min_free_bytes = int(min_free_bytes)  # kept free on the outputs disk beyond a video's estimated size
         self.removed_partials = remove_partials(self.outputs)  # what a studio killed mid-write left behind
@@ -151,6 +159,7 @@ class Engine:
             tiny=tiny,
             placement=loaded.placement.summary() if loaded and loaded.placement else "",
             advice=advice(spec, self.device) if loaded is None else "",
+            activity=self._activity,
         )
 
     def device_name(self) -> str:
@@ -161,7 +170,7 @@ class Engine:
 
     def submit(self, request: GenerationRequest) -> Job:
         """Validate now (raises RequestError, ModelLoadError or OutputError) and queue the job."""
-        valid = validate(request, self.spec)
+        valid = self._validate(request)
         if self._loaded is None and (blocked := cannot_load(self.spec)) is not None:
             raise blocked
         check_outputs_dir(self.outputs)
@@ -174,7 +183,7 @@ class Engine:
         For hosts where the GPU exists only inside one function call (Hugging Face ZeroGPU forks a process per
         call, and the worker thread is not in it); the caller serializes calls. Raises like submit().
         """
-        valid = validate(request, self.spec)
+        valid = self._validate(request)
         check_outputs_dir(self.outputs)
         check_free_space(self.outputs, valid.request, self.min_free_bytes)
         job = Job("generate", valid)
@@ -182,6 +191,26 @@ class Engine:
         job.started.set()
         threading.Thread(target=self._run_generate, args=(job,), name=f"wan-studio-here-{job.id}", daemon=True).start()
         return job
+
+    def _validate(self, request: GenerationRequest) -> ValidRequest:
+        """The LoRA choice first (its recommended settings fill what the user left unset), then the request."""
+        spec = self.spec
+        picks = self.loras.pick(request.loras, spec)
+        for pick in picks:
+            if (why := missing_download(pick.entry)) is not None:
+                raise RequestError("loras", why)
+        request, applied, said = recommend(request, picks, spec.moe)
+        request = replace(request, loras=", ".join(p.text() for p in picks) or None)
+        valid = validate(request, spec)
+        return replace(valid, notices=(*said, *valid.notices), loras=picks, recommended=applied)
+
+    def list_loras(self) -> list[dict[str, Any]]:
+        """The LoRA library for /list_loras and the page: name, kind, models, recommended settings, triggers."""
+        return self.loras.listing()
+
+    def fast_lora(self) -> str | None:
+        """The few-step LoRA for the current model (in the folder, or published and fetched on first use)."""
+        return self.loras.fast_lora(self.spec)
 
     def load_model(self, model: str | None = None, memory: str | None = None, speed: SpeedOptions | None = None) -> Job:
         """Queue a (re)load: switching frees the old model before the new one loads. Ends with Ready or Failed.
@@ -373,7 +402,7 @@ class Engine:
             ) from None
         prepare_view(pipe)
         switch = ExpertSwitch(pipe, plan, self.device, placement)
-        self._loaded = Loaded(pipe, plan, placement, speed, switch, self.device, {})
+        self._loaded = Loaded(pipe, plan, placement, speed, switch, self.device, {}, Adapters(pipe))
         self._state, self._state_message = "ready", ""
         report("ready", 1.0, f"{spec.label} ready on {self.device_name()}")
 
@@ -433,13 +462,15 @@ class Engine:
             for notice in job.notices:
                 job.emit(ev.Notice(job.id, notice))
             timings: dict[str, float] = {"load": time.perf_counter() - started}
+            stage = "attaching LoRAs"
+            lora_record = self._attach_loras(job)
             stage = "denoising"
             self._checkpoint(job, "denoise")
             latents, timings_denoise, sampling = denoise(loaded, job, started, self.preview_every, self._checkpoint)
             timings.update(timings_denoise)
             stage = "decoding"
             self._checkpoint(job, "decode")
-            settings = video_settings(loaded, job, spec, self.device_name(), timings, sampling)
+            settings = video_settings(loaded, job, spec, self.device_name(), timings, sampling, lora_record)
             writer, timings["decode"] = decode(loaded, job, latents, settings, self.outputs, self._checkpoint)
             stage = "saving the video"
             self._checkpoint(job, "save")
@@ -474,6 +505,30 @@ class Engine:
             if self._loaded is not None:
                 self._loaded.pipe._interrupt = False
                 self._loaded.pipe.maybe_free_model_hooks()
+
+    def _attach_loras(self, job: Job) -> list[dict[str, Any]]:
+        """Fetch the job's published LoRAs not yet in the folder, then attach exactly its LoRAs (adapters.py)."""
+        picks = list(job.valid.loras)
+        for index, pick in enumerate(picks):
+            if pick.entry.downloaded:
+                continue
+
+            def report(fraction: float, message: str) -> None:
+                self._activity = f"{message} ({fraction:.0%})"
+                job.emit(ev.Loading(job.id, "lora", fraction, message))
+
+            try:
+                fetch(pick.entry, self.loras.folder, report)
+            finally:
+                self._activity = ""
+            entry = self.loras.entries().get(pick.entry.name)
+            if entry is None or not entry.downloaded or entry.problem:
+                raise RequestError("loras", f"The LoRA {pick.entry.name} was downloaded but its files are not usable.")
+            picks[index] = replace(pick, entry=entry)
+        job.valid = replace(job.valid, loras=tuple(picks))
+        return self._loaded.adapters.use(
+            job.valid.loras, lambda message: job.emit(ev.Loading(job.id, "lora", 0.0, message))
+        )
 
     def _oom_message(self, stage: str) -> str:
         mode = self._loaded.plan.mode if self._loaded else self.memory_requested

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from . import events as ev
+from .adapters import Adapters
 from .catalog import ModelSpec
 from .decode import denormalize, stream_decode
 from .jobs import Job
@@ -46,6 +47,7 @@ class Loaded:
     switch: ExpertSwitch
     device: torch.device
     views: dict  # the other pipeline class over the same components (views.py)
+    adapters: Adapters  # the LoRAs attached to its transformers
 
 
 Checkpoint = Callable[[Job, str], None]  # raises Cancelled, or a test's injected fault
@@ -157,7 +159,13 @@ def decode(
 
 
 def video_settings(
-    loaded: Loaded, job: Job, spec: ModelSpec, device_name: str, timings: dict[str, float], sampling: dict
+    loaded: Loaded,
+    job: Job,
+    spec: ModelSpec,
+    device_name: str,
+    timings: dict[str, float],
+    sampling: dict,
+    loras: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Everything that made the video, saved inside it and beside it (request_from_settings reads it back)."""
     valid = job.valid
@@ -172,6 +180,8 @@ def video_settings(
         "request": valid.request.settings(),
         "image": None if valid.image is None else {"width": valid.image.width, "height": valid.image.height},
         "sampling": sampling,
+        "loras": loras,  # name, files with sha256, strengths, recommended settings (adapters.Adapters.use)
+        "lora_recommended_applied": dict(valid.recommended),
         "memory": {
             "mode": loaded.plan.mode,
             "reason": loaded.plan.reason,

@@ -39,6 +39,7 @@ class GenerationRequest:
     shift: float | None = None
     boundary: float | None = None  # MoE: the fraction of the noise schedule the high-noise expert runs
     seed: int = -1
+    loras: str | None = None  # "NAME, NAME:STRENGTH, NAME:HIGH:LOW" from the LoRA library (loras.py)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata kept with the video (refiner output...)
 
     def settings(self) -> dict[str, Any]:
@@ -53,6 +54,8 @@ class ValidRequest:
     request: GenerationRequest  # all fields concrete (seed >= 0)
     image: Image.Image | None  # RGB, upright
     notices: tuple[str, ...]
+    loras: tuple = ()  # LoraPick per chosen LoRA (Engine fills it from its library)
+    recommended: dict[str, float] = field(default_factory=dict)  # settings the LoRAs recommended and got
 
 
 def clean_text(name: str, text: str) -> str:

@@ -22,6 +22,8 @@ def status_line(event: object) -> str | None:
         if event.position == 0:
             return "Starting…"
         return f"Waiting in the studio queue: {event.position} job{'s' if event.position > 1 else ''} ahead."
+    if isinstance(event, Loading) and event.stage == "lora":
+        return f"LoRA: {event.message}" + (f" ({event.fraction:.0%})" if event.fraction else "")
     if isinstance(event, Loading):
         return f"Loading the model ({event.fraction:.0%}): {event.message}"
     if isinstance(event, Step):
@@ -55,6 +57,8 @@ def header_markdown(state: ModelState, queue: int) -> str:
     line = f"**{state.label}**: {what}  \nMemory mode: {memory} · Device: {state.device} · Queue: {jobs}"
     if state.placement:
         line += f"  \nWeights: {state.placement}"
+    if state.activity:
+        line += f"  \nNow: {state.activity}"
     if state.advice and state.state != "failed":
         line += f"  \n**Before you start:** {state.advice}"
     return line
