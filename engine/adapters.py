@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,11 @@ def read_lora(name: str, path: Path) -> LoraFile:
 
     if not path.is_file():
         raise _refuse(name, path, "the file is missing; put it back in the LoRA folder or choose another LoRA")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip (torch.save) or a raw pickle, whatever its name
+        raise _refuse(name, path, "it is a PyTorch pickle, not a safetensors file; get its .safetensors version")
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip (torch.save) or a raw pickle, whatever its name
-            raise _refuse(name, path, "it is a PyTorch pickle, not a safetensors file; get its .safetensors version")
         state_dict = load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
         log.info("LoRA %s: %s unreadable: %s", name, path, exc)
@@ -165,9 +166,11 @@ class Adapters:
         for (expert, key), lora in fresh.items():
             self._count += 1
             adapter = f"lora{self._count}"
-            self.pipe.load_lora_weights(
-                dict(lora.state_dict), adapter_name=adapter, load_into_transformer_2=expert == EXPERTS[1]
-            )
+            with warnings.catch_warnings():  # PEFT warns whenever a model gets a second adapter: that is the point
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                self.pipe.load_lora_weights(
+                    dict(lora.state_dict), adapter_name=adapter, load_into_transformer_2=expert == EXPERTS[1]
+                )
             self.attached[(expert, key)] = adapter
         for expert in EXPERTS:
             names = [(self.attached[k], wanted[k][2]) for k in wanted if k[0] == expert]
