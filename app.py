@@ -100,6 +100,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
     )
     _flag(p, "--outputs", "WAN_OUTPUTS", "outputs", "folder for finished videos and their settings (the Gallery)")
+    _flag(
+        p,
+        "--loras",
+        "WAN_LORAS",
+        "loras",
+        "LoRA folder: NAME.safetensors files, or NAME/ folders holding a high_noise and a low_noise file for the "
+        "A14B experts; published 4-step LoRAs are fetched into it on first use",
+    )
+    _flag(
+        p,
+        "--lora-presets",
+        "WAN_LORA_PRESETS",
+        None,
+        "a JSON file of published LoRAs to fetch by name, in the form of presets/loras.json (a team's own Hub "
+        "LoRAs); default: presets/loras.json",
+    )
     _flag(p, "--queue-size", "WAN_QUEUE_SIZE", 16, "jobs that may wait behind the running one", type=int)
     _flag(p, "--max-upload", "WAN_MAX_UPLOAD", "25mb", "largest file a user may upload")
     _flag(
@@ -228,7 +244,14 @@ def main(argv: list[str] | None = None) -> None:
         cache_threshold=args.step_cache if args.step_cache > 0 else SpeedOptions().cache_threshold,
         fp8=args.fp8,
     )
-    engine = Engine(model=model, memory=args.memory, outputs=args.outputs, speed=speed)
+    engine = Engine(
+        model=model,
+        memory=args.memory,
+        outputs=args.outputs,
+        speed=speed,
+        loras=args.loras,
+        lora_presets=Path(args.lora_presets) if args.lora_presets else None,
+    )
     for line in launch_report(engine):
         print(f"Wan Studio: {line}", file=sys.stderr, flush=True)
     from wan_ui import zerogpu

@@ -206,7 +206,14 @@ class Engine:
 
     def list_loras(self) -> list[dict[str, Any]]:
         """The LoRA library for /list_loras and the page: name, kind, models, recommended settings, triggers."""
-        return self.loras.listing()
+        try:
+            spec = self.spec
+        except ModelLoadError:
+            spec = None
+        return [
+            {**e.listing(), "fits": spec is not None and e.fits(spec) and (spec.moe or e.kind == "file")}
+            for e in self.loras.entries().values()
+        ]
 
     def fast_lora(self) -> str | None:
         """The few-step LoRA for the current model (in the folder, or published and fetched on first use)."""

@@ -1,4 +1,4 @@
-"""The stable public endpoints for gradio_client and scripts: /text_to_video, /image_to_video and /stop.
+"""The stable public endpoints for gradio_client and scripts: /text_to_video, /image_to_video, /stop, /list_loras.
 
 They are separate from the page's own (private) events so the page can change without breaking scripts. The
 parameter names are the function parameters below; None means the loaded model's default.
@@ -21,7 +21,19 @@ API_NAMES = {"frames": "num_frames", "guidance": "guidance_scale", "guidance_2":
 
 
 def _request(
-    prompt, image, negative_prompt, width, height, num_frames, fps, steps, guidance_scale, guidance_scale_2, shift, seed
+    prompt,
+    image,
+    negative_prompt,
+    width,
+    height,
+    num_frames,
+    fps,
+    steps,
+    guidance_scale,
+    guidance_scale_2,
+    shift,
+    seed,
+    loras,
 ) -> GenerationRequest:
     return GenerationRequest(
         prompt=prompt or "",
@@ -37,6 +49,7 @@ def _request(
         shift=shift,
         seed=-1 if seed is None else seed,
         extra={"ui": {"tab": "api"}},
+        loras=(loras or "").strip() or None,
     )
 
 
@@ -63,6 +76,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
         guidance_scale_2: float | None = None,
         shift: float | None = None,
         seed: int = -1,
+        loras: str | None = None,
         request: gr.Request = None,
     ) -> Iterator[tuple]:
         """Make a video from text. Streams (preview, None, None, status, None), then (preview, video, seed, ...)."""
@@ -79,6 +93,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
             guidance_scale_2,
             shift,
             seed,
+            loras,
         )
         yield from stream(req, request)
 
@@ -95,6 +110,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
         guidance_scale_2: float | None = None,
         shift: float | None = None,
         seed: int = -1,
+        loras: str | None = None,
         request: gr.Request = None,
     ) -> Iterator[tuple]:
         """Animate an image. Streams like /text_to_video; the size follows the image's aspect at width x height."""
@@ -113,6 +129,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
             guidance_scale_2,
             shift,
             seed,
+            loras,
         )
         yield from stream(req, request)
 
@@ -124,6 +141,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
             for name in ("width", "height", "num_frames", "fps", "steps", "guidance_scale", "guidance_scale_2", "shift")
         ]
         seed = number_input(label="seed (-1: random)", value=-1, precision=0)
+        loras = gr.Textbox(label="loras (NAME, NAME:STRENGTH or NAME:HIGH:LOW, comma-separated; empty: none)")
         image = picture_input(label="image")
         outputs = [
             gr.Image(label="preview", type="filepath"),
@@ -136,6 +154,13 @@ def build_api(engine: Engine, runs: Runs) -> None:
         i2v = gr.Button("image_to_video")
         stop_button = gr.Button("stop")
         stop_status = gr.Textbox(label="status")
+        list_button = gr.Button("list_loras")
+        library = gr.JSON(label="loras")
+
+    def list_loras() -> list[dict]:
+        """The LoRA library: name, kind (file or pair), the models it fits, recommended settings, trigger words,
+        whether it fits the loaded model and whether it is downloaded yet."""
+        return engine.list_loras()
 
     def stop(request: gr.Request = None) -> str:
         """Stop this client's running or waiting generation (it ends after the current step; nothing is saved)."""
@@ -145,5 +170,8 @@ def build_api(engine: Engine, runs: Runs) -> None:
 
     stop_button.click(stop, None, stop_status, api_name="stop", queue=False)  # Stop works even with a full queue
     common = {"concurrency_id": "gpu", "concurrency_limit": None, "show_progress": "hidden"}  # see Runs
-    t2v.click(text_to_video, [prompt, negative, *numbers, seed], outputs, api_name="text_to_video", **common)
-    i2v.click(image_to_video, [image, prompt, negative, *numbers, seed], outputs, api_name="image_to_video", **common)
+    list_button.click(list_loras, None, library, api_name="list_loras", queue=False)
+    t2v.click(text_to_video, [prompt, negative, *numbers, seed, loras], outputs, api_name="text_to_video", **common)
+    i2v.click(
+        image_to_video, [image, prompt, negative, *numbers, seed, loras], outputs, api_name="image_to_video", **common
+    )

@@ -57,7 +57,7 @@ def duration_choices(spec: ModelSpec, fps: int | None = None) -> list[tuple[str,
     return [(duration_label(n, fps), n) for n in sorted(counts)]
 
 
-QUALITIES = tuple(ui_presets()["quality"])
+QUALITIES = tuple(ui_presets()["quality"])  # step multipliers; the page adds "fast" (a 4-step LoRA) after them
 
 
 def quality_steps(spec: ModelSpec, quality: str) -> int:

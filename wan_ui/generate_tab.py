@@ -9,7 +9,7 @@ import gradio as gr
 
 from engine import Engine, GenerationRequest, ModelLoadError, ModelSpec, builtin_specs
 
-from . import choices
+from . import choices, lora_picker
 from .inputs import picture_input
 from .runs import Runs, Update, follow, status_markdown
 
@@ -68,12 +68,17 @@ class GenerateTab:
     use_refined: gr.Button
     dismiss_refined: gr.Button
     pending: gr.State  # the refinement shown but not yet accepted
+    loras: lora_picker.LoraPicker
+
+    @property
+    def lora_controls(self) -> list[Any]:
+        return [self.loras.menu, self.loras.strengths, self.loras.about]
 
     @property
     def request_inputs(self) -> list[Any]:
         fields = [self.prompt, self.style_words, self.negative, self.width, self.height, self.frames, self.fps]
         fields += [self.steps, self.guidance, self.guidance_2, self.shift, self.seed, self.randomize, self.extra]
-        return fields  # after the image (a None State on the Text to Video tab)
+        return [*fields, self.loras.strengths]  # after the image (a None State on the Text to Video tab)
 
     @property
     def model_outputs(self) -> list[Any]:
@@ -93,9 +98,10 @@ class GenerateTab:
             self.width,
             self.height,
             self.generate,
+            *self.lora_controls,
         ]
 
-    def model_updates(self, spec: ModelSpec) -> dict[Any, Any]:
+    def model_updates(self, spec: ModelSpec, engine: Engine) -> dict[Any, Any]:
         """Every control that depends on the model, set to that model's choices and defaults."""
         ok = serves(self.mode, spec)
         other = None if ok else counterpart(self.mode, spec)
@@ -130,6 +136,7 @@ class GenerateTab:
             self.width: gr.update(value=spec.width),
             self.height: gr.update(value=spec.height),
             self.generate: gr.update(interactive=ok),
+            **lora_picker.model_updates(self.loras, engine, spec),
         }
 
     def unusable_updates(self) -> dict[Any, Any]:
@@ -141,7 +148,7 @@ class GenerateTab:
             self.duration: gr.update(choices=[], value=None, info=why),
         }
 
-    def fill(self, request: dict[str, Any], spec: ModelSpec) -> dict[Any, Any]:
+    def fill(self, request: dict[str, Any], spec: ModelSpec, engine: Engine) -> dict[Any, Any]:
         """Controls set from a saved video's request (Gallery's Reuse settings)."""
         words = ((request.get("extra") or {}).get("ui") or {}).get("style_words", "")
         prompt = ((request.get("extra") or {}).get("ui") or {}).get("user_prompt", request.get("prompt", ""))
@@ -169,7 +176,17 @@ class GenerateTab:
         }
         if request.get("guidance_2") is not None:
             updates[self.guidance_2] = request["guidance_2"]
+        names = lora_picker.names_in(request.get("loras"))
+        known = [item["name"] for item in lora_picker.usable(engine)]
+        updates[self.loras.menu] = gr.update(choices=sorted(set(known) | set(names)), value=names)
+        updates[self.loras.strengths] = request.get("loras") or ""
+        updates[self.loras.about] = lora_picker.about(engine, names)
         return updates
+
+    def missing_loras(self, request: dict[str, Any], engine: Engine) -> list[str]:
+        """LoRAs a saved video used that the library no longer has (Reuse says so)."""
+        known = {item["name"] for item in engine.list_loras() if item["usable"]}
+        return [n for n in lora_picker.names_in(request.get("loras")) if n not in known]
 
 
 def _number(value: Any) -> Any:
@@ -223,7 +240,13 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                 )
                 duration = gr.Dropdown(label="Duration", scale=2)
             with gr.Row():
-                quality = gr.Radio(list(choices.QUALITIES), value="standard", label="Quality (steps)", scale=2)
+                quality = gr.Radio(
+                    [*choices.QUALITIES, (lora_picker.FAST_LABEL, lora_picker.FAST)],
+                    value="standard",
+                    label="Quality (steps)",
+                    scale=2,
+                    elem_id=f"{mode}-quality",
+                )
                 style = gr.Dropdown(choices.style_choices(), value="none", label="Style", scale=2)
             style_words = gr.Textbox(
                 label="Style words (added to the end of the prompt)",
@@ -231,6 +254,7 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                 placeholder="none",
                 elem_id=f"{mode}-style",
             )
+            loras = lora_picker.build(mode)
             with gr.Accordion("Advanced", open=False):
                 negative = gr.Textbox(label="Negative prompt (what to avoid)", lines=2, max_lines=6)
                 with gr.Row():
@@ -298,6 +322,7 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
         dismiss_refined=dismiss_refined,
         extra=gr.State({}),
         pending=gr.State(None),
+        loras=loras,
     )
     _wire(tab, engine, runs, base)
     return tab
@@ -326,6 +351,7 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
     tab.duration.input(lambda n: n if n else gr.skip(), tab.duration, tab.frames, **private)
     tab.quality.input(lambda q: choices.quality_steps(spec_now(), q), tab.quality, tab.steps, **private)
     tab.style.input(choices.style_words, tab.style, tab.style_words, **private)
+    lora_picker.wire(tab.loras, engine, spec_now, tab.quality)
 
     def key_for(request: gr.Request) -> str:
         return f"{request.session_hash}:{tab.mode}"
@@ -355,6 +381,7 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         seed,
         rand,
         extra,
+        lora_text,
         request: gr.Request,
     ):
         spec = spec_now()
@@ -369,6 +396,17 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         refined = (extra or {}).get("refined_prompt")
         if refined and refined.get("text") != prompt:
             ui_meta["edited_after_refining"] = True
+        lora_text = (lora_text or "").strip() or None
+        if lora_text:  # a field kept at the model's default takes the LoRAs' recommendation (the engine says so)
+            steps, guidance, guidance_2, shift = (
+                None if _number(v) == d else v
+                for v, d in (
+                    (steps, spec.steps),
+                    (guidance, spec.guidance),
+                    (guidance_2, spec.guidance if spec.guidance_2 is None else spec.guidance_2),
+                    (shift, spec.shift),
+                )
+            )
         req = GenerationRequest(
             prompt=choices.compose_prompt(prompt, words),
             negative_prompt=negative,
@@ -383,6 +421,7 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
             shift=_number(shift),
             seed=-1 if rand or _number(seed) is None else seed,
             extra={**(extra or {}), "ui": ui_meta},
+            loras=lora_text,
         )
         for update in follow(engine, req, runs, key_for(request), raise_errors=False):
             out: dict[Any, Any] = {tab.status: status_markdown(update)}

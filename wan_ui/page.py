@@ -116,7 +116,7 @@ def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[s
             if spec is not None:
                 out[model] = gr.update(choices=model_choices(engine), value=spec.id)
                 for tab in tabs.values():
-                    out.update(tab.model_updates(spec))
+                    out.update(tab.model_updates(spec, engine))
             if failed:
                 for tab in tabs.values():
                     out.update(tab.unusable_updates())
@@ -162,7 +162,7 @@ def _wire_reuse(engine: Engine, gallery, tabs: dict[str, GenerateTab], tab_set: 
     for tab in tabs.values():
         targets += [tab.prompt, tab.style_words, tab.style, tab.negative, tab.width, tab.height, tab.size]
         targets += [tab.frames, tab.duration, tab.fps, tab.steps, tab.quality, tab.guidance, tab.guidance_2]
-        targets += [tab.shift, tab.seed, tab.randomize, tab.extra, tab.status]
+        targets += [tab.shift, tab.seed, tab.randomize, tab.extra, tab.status, *tab.lora_controls]
 
     def reuse(path: str | None):
         video = find_video(engine.outputs, path)
@@ -172,8 +172,12 @@ def _wire_reuse(engine: Engine, gallery, tabs: dict[str, GenerateTab], tab_set: 
         mode = "i2v" if video.from_image else "t2v"
         spec = _spec(engine)
         tab = tabs[mode]
-        out = tab.fill(request, spec) if spec is not None else {}
+        out = tab.fill(request, spec, engine) if spec is not None else {}
         note = "Settings filled in from the video."
+        if missing := tab.missing_loras(request, engine):
+            note += (
+                f" The LoRA folder no longer has {', '.join(missing)}: put the file back or remove it from the LoRAs."
+            )
         if mode == "i2v":
             note += " Add the image again: the picture itself is not stored with the video."
         if spec is not None and video.model != spec.id:

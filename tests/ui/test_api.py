@@ -12,7 +12,7 @@ from PIL import Image
 
 GENERATION_PARAMETERS = [
     "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance_scale",
-    "guidance_scale_2", "shift", "seed",
+    "guidance_scale_2", "shift", "seed", "loras",
 ]  # fmt: skip
 
 
@@ -22,7 +22,7 @@ def endpoint(app, name: str) -> dict:
 
 def test_the_api_lists_only_the_public_endpoints(app):
     names = set(app.client().view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/text_to_video", "/image_to_video", "/stop"} <= names
+    assert {"/text_to_video", "/image_to_video", "/stop", "/list_loras"} <= names
     assert not [n for n in names if n.startswith(("/on_", "/switch", "/reuse", "/page_state", "/lambda"))]
 
 
