@@ -24,6 +24,7 @@ from engine import (
     Frames,
     GenerationRequest,
     Job,
+    Loading,
     Notice,
     Preview,
     Queued,
@@ -191,7 +192,8 @@ def follow(
                 continue  # its preview follows at once and carries this line: one update per step, not two
             else:
                 now = time.monotonic()
-                if isinstance(event, Queued) or now - last_status >= STATUS_EVERY_S:
+                edge = isinstance(event, Loading) and event.fraction in (0.0, 1.0)  # a stage's start and end
+                if isinstance(event, Queued) or edge or now - last_status >= STATUS_EVERY_S:
                     last_status = now
                     yield Update(line, notices=notices)
     finally:

@@ -43,7 +43,7 @@ class RunningApp:
 def start_app(outputs: Path, *flags: str, timeout: float = 120, env: dict[str, str] | None = None) -> RunningApp:
     """The studio as a user starts it, offline unless env says otherwise (a test Hub on 127.0.0.1)."""
     port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", **(env or {}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     command = [sys.executable, "app.py", "--model", "tiny-ti2v", "--port", str(port), "--outputs", str(outputs)]
     outputs.mkdir(parents=True, exist_ok=True)
     log = outputs.parent / f"{outputs.name}-app-{port}.log"  # a file, not a pipe nobody reads: it never fills
