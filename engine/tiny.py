@@ -70,7 +70,7 @@ def _text_encoder(vocab_size: int):
     return UMT5EncoderModel(config).eval()
 
 
-def _transformer(in_channels: int, out_channels: int):
+def _transformer(in_channels: int, out_channels: int, ffn_dim: int = 32):
     from diffusers import WanTransformer3DModel
 
     return WanTransformer3DModel(
@@ -81,7 +81,7 @@ def _transformer(in_channels: int, out_channels: int):
         out_channels=out_channels,
         text_dim=TEXT_DIM,
         freq_dim=256,
-        ffn_dim=32,
+        ffn_dim=ffn_dim,
         num_layers=2,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",

@@ -28,25 +28,11 @@ _WAN_NAMES = {
 }
 
 
-def tiny_transformer(in_channels: int = 48, out_channels: int = 48, ffn_dim: int = 32) -> torch.nn.Module:
-    from diffusers import WanTransformer3DModel
+def tiny_transformer(ffn_dim: int = 32) -> torch.nn.Module:
+    """The tiny 5B-style transformer (another FFN width makes a LoRA for a different model)."""
+    from engine.tiny import _transformer
 
-    from engine.tiny import TEXT_DIM
-
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        text_dim=TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=ffn_dim,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    )
+    return _transformer(48, 48, ffn_dim)
 
 
 def lora_tensors(seed: int = 1, rank: int = 4, scale: float = 0.5, ffn_dim: int = 32) -> dict[str, torch.Tensor]:

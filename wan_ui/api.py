@@ -7,6 +7,7 @@ parameter names are the function parameters below; None means the loaded model's
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import gradio as gr
 
@@ -20,36 +21,23 @@ API_OUTPUTS = ("preview", "video", "seed", "status", "settings")
 API_NAMES = {"frames": "num_frames", "guidance": "guidance_scale", "guidance_2": "guidance_scale_2"}
 
 
-def _request(
-    prompt,
-    image,
-    negative_prompt,
-    width,
-    height,
-    num_frames,
-    fps,
-    steps,
-    guidance_scale,
-    guidance_scale_2,
-    shift,
-    seed,
-    loras,
-) -> GenerationRequest:
+def _request(api: dict[str, Any]) -> GenerationRequest:
+    """The engine's request from an endpoint's arguments, named as the API names them."""
     return GenerationRequest(
-        prompt=prompt or "",
-        negative_prompt=negative_prompt or None,
-        image=image,
-        width=width,
-        height=height,
-        frames=num_frames,
-        fps=fps,
-        steps=steps,
-        guidance=guidance_scale,
-        guidance_2=guidance_scale_2,
-        shift=shift,
-        seed=-1 if seed is None else seed,
+        prompt=api["prompt"] or "",
+        negative_prompt=api["negative_prompt"] or None,
+        image=api.get("image"),
+        width=api["width"],
+        height=api["height"],
+        frames=api["num_frames"],
+        fps=api["fps"],
+        steps=api["steps"],
+        guidance=api["guidance_scale"],
+        guidance_2=api["guidance_scale_2"],
+        shift=api["shift"],
+        seed=-1 if api["seed"] is None else api["seed"],
         extra={"ui": {"tab": "api"}},
-        loras=(loras or "").strip() or None,
+        loras=(api["loras"] or "").strip() or None,
     )
 
 
@@ -80,22 +68,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
         request: gr.Request = None,
     ) -> Iterator[tuple]:
         """Make a video from text. Streams (preview, None, None, status, None), then (preview, video, seed, ...)."""
-        req = _request(
-            prompt,
-            None,
-            negative_prompt,
-            width,
-            height,
-            num_frames,
-            fps,
-            steps,
-            guidance_scale,
-            guidance_scale_2,
-            shift,
-            seed,
-            loras,
-        )
-        yield from stream(req, request)
+        yield from stream(_request(locals()), request)
 
     def image_to_video(
         image: str,
@@ -116,22 +89,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
         """Animate an image. Streams like /text_to_video; the size follows the image's aspect at width x height."""
         if not image:
             raise refuse("Add an image to animate: image_to_video starts from a picture.", "Can't start this video")
-        req = _request(
-            prompt,
-            image,
-            negative_prompt,
-            width,
-            height,
-            num_frames,
-            fps,
-            steps,
-            guidance_scale,
-            guidance_scale_2,
-            shift,
-            seed,
-            loras,
-        )
-        yield from stream(req, request)
+        yield from stream(_request(locals()), request)
 
     with gr.Group(visible=False):
         prompt = gr.Textbox(label="prompt")
