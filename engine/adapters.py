@@ -40,14 +40,6 @@ def file_key(path: Path) -> tuple[str, int, int]:
     return str(path.resolve()), stat.st_size, stat.st_mtime_ns
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(2**24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _refuse(name: str, path: Path, why: str) -> RequestError:
     return RequestError("loras", f"The LoRA {name} ({path.name}) cannot be used: {why}.")
 
@@ -56,16 +48,16 @@ def read_lora(name: str, path: Path) -> LoraFile:
     """The file's tensors in diffusers' key layout. Only safetensors is read (a pickle can run code when opened)."""
     from diffusers import WanPipeline
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     if not path.is_file():
         raise _refuse(name, path, "the file is missing; put it back in the LoRA folder or choose another LoRA")
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip (torch.save) or a raw pickle, whatever its name
+    data = path.read_bytes()  # read once: hashed for the settings and parsed from the same bytes
+    if data[:2] == b"PK" or data[:1] == b"\x80":  # a zip (torch.save) or a raw pickle, whatever its name
         raise _refuse(name, path, "it is a PyTorch pickle, not a safetensors file; get its .safetensors version")
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        state_dict = load_file(path)
+        state_dict = load(data)
     except (SafetensorError, OSError, ValueError) as exc:
         log.info("LoRA %s: %s unreadable: %s", name, path, exc)
         why = "it is not a readable safetensors file (damaged, cut short or another format)"
@@ -79,7 +71,7 @@ def read_lora(name: str, path: Path) -> LoraFile:
     except (ValueError, KeyError, IndexError, RuntimeError) as exc:
         log.info("LoRA %s: diffusers could not convert %s: %s", name, path, exc)
         raise _refuse(name, path, "its key names are not a Wan LoRA layout the studio knows") from None
-    return LoraFile(path, sha256_of(path), converted)
+    return LoraFile(path, digest, converted)
 
 
 def check_fits(name: str, lora: LoraFile, transformer: torch.nn.Module) -> None:

@@ -210,10 +210,7 @@ class Engine:
             spec = self.spec
         except ModelLoadError:
             spec = None
-        return [
-            {**e.listing(), "fits": spec is not None and e.fits(spec) and (spec.moe or e.kind == "file")}
-            for e in self.loras.entries().values()
-        ]
+        return [{**e.listing(), "fits": spec is not None and e.fits(spec)} for e in self.loras.entries().values()]
 
     def fast_lora(self) -> str | None:
         """The few-step LoRA for the current model (in the folder, or published and fetched on first use)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,10 @@ class LoraEntry:
     downloaded: bool = True
 
     def fits(self, spec: ModelSpec) -> bool:
-        """Said in its data to fit this model: by catalog id or family (a folder of an A14B model fits too)."""
+        """Can go into this model: a pair needs two experts, and its data (when it names models) names this one,
+        by catalog id or family (a folder of an A14B model fits too)."""
+        if self.kind == "pair" and not spec.moe:
+            return False
         if not self.models:
             return True
         if spec.id in self.models or spec.family in self.models:
@@ -215,15 +217,15 @@ class LoraLibrary:
                 raise RequestError("loras", f"The LoRA {name} is chosen twice; choose it once.")
             if entry.problem:
                 raise RequestError("loras", f"The LoRA {name} cannot be used: {entry.problem}.")
-            if not entry.fits(spec):
-                raise RequestError(
-                    "loras", f"The LoRA {name} is made for {', '.join(entry.models)}, not for {spec.label}."
-                )
             if entry.kind == "pair" and not spec.moe:
                 raise RequestError(
                     "loras",
                     f"The LoRA {name} is a high-noise/low-noise pair for the two experts of an A14B model; "
                     f"{spec.label} has a single expert.",
+                )
+            if not entry.fits(spec):
+                raise RequestError(
+                    "loras", f"The LoRA {name} is made for {', '.join(entry.models)}, not for {spec.label}."
                 )
             picks.append(LoraPick(entry, _strengths(name, numbers, spec.moe)))
         return tuple(picks)
@@ -273,8 +275,3 @@ def recommend(request: Any, picks: tuple[LoraPick, ...], moe: bool) -> tuple[Any
         by_lora.setdefault(sources[key], []).append(f"{names[key]} {_num(value)}")
     said = "; ".join(f"{', '.join(parts)} recommended by the LoRA {lora}" for lora, parts in by_lora.items())
     return replace(request, **applied), applied, [f"Using {said}."]
-
-
-def selection_names(selection: str | None) -> list[str]:
-    """The LoRA names in a selection string, in order (for the page's picker)."""
-    return [re.split(r":", part.strip())[0].strip() for part in (selection or "").split(",") if part.strip()]

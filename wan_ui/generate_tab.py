@@ -148,8 +148,8 @@ class GenerateTab:
             self.duration: gr.update(choices=[], value=None, info=why),
         }
 
-    def fill(self, request: dict[str, Any], spec: ModelSpec, engine: Engine) -> dict[Any, Any]:
-        """Controls set from a saved video's request (Gallery's Reuse settings)."""
+    def fill(self, request: dict[str, Any], spec: ModelSpec, listing: list[dict[str, Any]]) -> dict[Any, Any]:
+        """Controls set from a saved video's request (Gallery's Reuse settings); listing: engine.list_loras()."""
         words = ((request.get("extra") or {}).get("ui") or {}).get("style_words", "")
         prompt = ((request.get("extra") or {}).get("ui") or {}).get("user_prompt", request.get("prompt", ""))
         steps = request.get("steps", spec.steps)
@@ -177,15 +177,15 @@ class GenerateTab:
         if request.get("guidance_2") is not None:
             updates[self.guidance_2] = request["guidance_2"]
         names = lora_picker.names_in(request.get("loras"))
-        known = [item["name"] for item in lora_picker.usable(engine)]
-        updates[self.loras.menu] = gr.update(choices=sorted(set(known) | set(names)), value=names)
+        updates[self.loras.menu] = gr.update(choices=sorted(set(lora_picker.usable(listing)) | set(names)), value=names)
         updates[self.loras.strengths] = request.get("loras") or ""
-        updates[self.loras.about] = lora_picker.about(engine, names)
+        updates[self.loras.about] = lora_picker.about(listing, names)
         return updates
 
-    def missing_loras(self, request: dict[str, Any], engine: Engine) -> list[str]:
-        """LoRAs a saved video used that the library no longer has (Reuse says so)."""
-        known = {item["name"] for item in engine.list_loras() if item["usable"]}
+    @staticmethod
+    def missing_loras(request: dict[str, Any], listing: list[dict[str, Any]]) -> list[str]:
+        """LoRAs a saved video used that the library (engine.list_loras()) no longer has (Reuse says so)."""
+        known = {item["name"] for item in listing if item["usable"]}
         return [n for n in lora_picker.names_in(request.get("loras")) if n not in known]
 
 

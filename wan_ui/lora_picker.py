@@ -50,13 +50,14 @@ def strengths_text(names: list[str], text: str | None, moe: bool) -> str:
     return ", ".join(typed.get(name) or f"{name}{default}" for name in names)
 
 
-def usable(engine: Engine) -> list[dict[str, Any]]:
-    return [item for item in engine.list_loras() if item["usable"] and item["fits"]]
+def usable(listing: list[dict[str, Any]]) -> list[str]:
+    """Names of the LoRAs that can go into the loaded model (from engine.list_loras(), read once per action)."""
+    return [item["name"] for item in listing if item["usable"] and item["fits"]]
 
 
-def about(engine: Engine, names: list[str], fast: str | None = None) -> str:
+def about(listing: list[dict[str, Any]], names: list[str], fast: str | None = None) -> str:
     """Trigger words and recommended settings of the chosen LoRAs, in one short block."""
-    items = {item["name"]: item for item in engine.list_loras()}
+    items = {item["name"]: item for item in listing}
     lines = []
     for name in names:
         item = items.get(name)
@@ -79,7 +80,7 @@ def about(engine: Engine, names: list[str], fast: str | None = None) -> str:
 
 def model_updates(picker: LoraPicker, engine: Engine, spec: ModelSpec) -> dict[Any, Any]:
     """A new model: its LoRAs to choose from, nothing chosen."""
-    names = [item["name"] for item in usable(engine)]
+    names = usable(engine.list_loras())
     info = "NAME:HIGH:LOW (high-noise and low-noise expert)" if spec.moe else "NAME:STRENGTH"
     return {
         picker.menu: gr.update(choices=names, value=[]),
@@ -92,12 +93,11 @@ def wire(picker: LoraPicker, engine: Engine, spec_now, quality: gr.Radio) -> Non
     private = {"api_visibility": "private", "queue": False}
 
     def refresh(chosen: list[str]):
-        names = [item["name"] for item in usable(engine)]
-        return gr.update(choices=sorted(set(names) | set(chosen or [])))
+        return gr.update(choices=sorted(set(usable(engine.list_loras())) | set(chosen or [])))
 
     def chosen(names: list[str], text: str):
         names = list(names or [])
-        return strengths_text(names, text, spec_now().moe), about(engine, names)
+        return strengths_text(names, text, spec_now().moe), about(engine.list_loras(), names)
 
     def fast(choice: str, names: list[str], text: str):
         if choice != FAST:
@@ -113,7 +113,8 @@ def wire(picker: LoraPicker, engine: Engine, spec_now, quality: gr.Radio) -> Non
         names = [*[n for n in (names or []) if n != name], name]
         # the tab's own quality handler puts steps back to the model's default, so the LoRA's recommended steps
         # apply (and the status line says so)
-        return gr.skip(), gr.update(value=names), strengths_text(names, text, spec.moe), about(engine, names, name)
+        listing = engine.list_loras()
+        return gr.skip(), gr.update(value=names), strengths_text(names, text, spec.moe), about(listing, names, name)
 
     picker.menu.focus(refresh, picker.menu, picker.menu, **private)
     picker.menu.input(chosen, [picker.menu, picker.strengths], [picker.strengths, picker.about], **private)

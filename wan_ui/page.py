@@ -172,9 +172,10 @@ def _wire_reuse(engine: Engine, gallery, tabs: dict[str, GenerateTab], tab_set: 
         mode = "i2v" if video.from_image else "t2v"
         spec = _spec(engine)
         tab = tabs[mode]
-        out = tab.fill(request, spec, engine) if spec is not None else {}
+        listing = engine.list_loras()
+        out = tab.fill(request, spec, listing) if spec is not None else {}
         note = "Settings filled in from the video."
-        if missing := tab.missing_loras(request, engine):
+        if missing := tab.missing_loras(request, listing):
             note += (
                 f" The LoRA folder no longer has {', '.join(missing)}: put the file back or remove it from the LoRAs."
             )
