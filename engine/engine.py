@@ -24,7 +24,7 @@ from .catalog import ModelSpec, resolve_spec
 from .errors import ModelLoadError, OutputError, RequestError, StudioError
 from .generation import APP_VERSION, Cancelled, Loaded, decode, denoise, video_settings
 from .jobs import Job
-from .loading import ModelFolder, component_dtypes, load_pipeline, open_model
+from .loading import ModelFolder, check_weights, component_dtypes, load_pipeline, open_model
 from .lora_hub import fetch, missing_download
 from .loras import LoraLibrary, recommend
 from .memory import (
@@ -43,7 +43,9 @@ from .placement import Placement, disk_free, host_ram_available, plan_placement
 from .readiness import advice, cannot_load
 from .refine import PromptRefiner, RefineError
 from .request import GenerationRequest, ValidRequest, validate
+from .single_file import SingleFile, sha256
 from .speed import SpeedOptions, apply_compile, apply_speed, fp8_storage_supported
+from .storage import WeightOptions, record, summary
 from .tiny import cache_root
 from .views import prepare as prepare_view
 
@@ -64,6 +66,7 @@ class ModelState:
     placement: str = ""  # where each component lives (GPU, RAM, disk) and the RAM figures behind it
     advice: str = ""  # worth knowing before the first job: no CUDA GPU for a real model, a download to come
     activity: str = ""  # work besides loading the model, with its progress (a LoRA download)
+    storage: str = ""  # each component's storage type and size, and the file it came from (storage.summary)
 
 
 class Engine:
@@ -85,11 +88,13 @@ class Engine:
         host_ram: int | None = None,
         loras: str | Path = "loras",
         lora_presets: Path | None = None,
+        weights: WeightOptions | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.memory_requested = memory
         plan_memory(memory, torch.device("cpu"), {}, None, False)  # refuses an unknown mode at once
         self.speed = speed or SpeedOptions()  # applied at the next load (see engine/speed.py)
+        self.weights = weights or WeightOptions()  # quantization and transformer files, applied at load (storage.py)
         self.outputs = Path(outputs)
         self.loras = LoraLibrary(loras, lora_presets)  # read on each use: files dropped in while it runs count
         self._activity = ""  # what the worker does besides loading (a LoRA download), for the header
@@ -160,6 +165,7 @@ class Engine:
             placement=loaded.placement.summary() if loaded and loaded.placement else "",
             advice=advice(spec, self.device) if loaded is None else "",
             activity=self._activity,
+            storage=summary(loaded.storage) if loaded else "",
         )
 
     def device_name(self) -> str:
@@ -216,13 +222,20 @@ class Engine:
         """The few-step LoRA for the current model (in the folder, or published and fetched on first use)."""
         return self.loras.fast_lora(self.spec)
 
-    def load_model(self, model: str | None = None, memory: str | None = None, speed: SpeedOptions | None = None) -> Job:
+    def load_model(
+        self,
+        model: str | None = None,
+        memory: str | None = None,
+        speed: SpeedOptions | None = None,
+        weights: WeightOptions | None = None,
+    ) -> Job:
         """Queue a (re)load: switching frees the old model before the new one loads. Ends with Ready or Failed.
 
-        New speed options or a new memory mode reload the current model: both are applied once, at load.
+        New speed options, weight options or a new memory mode reload the current model: all are applied at load.
+        Transformer files belong to the model they were given for: switching to another model drops them.
         """
         job = Job("load")
-        job.target = (model, memory, speed)
+        job.target = (model, memory, speed, weights)
         return self._enqueue(job)
 
     def refine(
@@ -351,17 +364,22 @@ class Engine:
         self._release_memory()
 
     def _run_load(self, job: Job) -> None:
-        model, memory, speed = job.target
+        model, memory, speed, weights = job.target
         if memory is not None:
             plan_memory(memory, torch.device("cpu"), {}, None, False)
             self.memory_requested = memory
         new_speed = speed is not None and speed != self.speed
         if new_speed:
             self.speed = speed
+        new_weights = weights is not None and weights != self.weights
+        if new_weights:
+            self.weights = weights
         if model is not None and model != self._model_name:
             self._unload()
             self._model_name, self._spec, self._revision = model, None, None
-        elif (memory is not None or new_speed) and self._loaded is not None:
+            if weights is None:  # a transformer file is one model's: another model loads its own
+                self.weights = replace(self.weights, transformer=None, transformer_2=None)
+        elif (memory is not None or new_speed or new_weights) and self._loaded is not None:
             self._unload()
         try:
             self._ensure_loaded(job)
@@ -383,17 +401,21 @@ class Engine:
             spec = self.spec
             report("resolve", 0.0, f"loading {spec.label}")
             model = open_model(spec, report)
-            plan, placement = self._plan_load(spec, model, job)
+            files = check_weights(self.weights, self.device, model, spec)
+            plan, placement = self._plan_load(spec, model, job, files)
             report("memory", 0.5, f"memory mode {plan.mode}: {plan.reason}; {placement.describe()}")
             log.info("memory mode %s: %s; %s (%s)", plan.mode, plan.reason, placement.describe(), placement.reason)
             targets = {n: self.device for n, w in placement.where.items() if w == "gpu" and self.device.type == "cuda"}
-            pipe = load_pipeline(spec, self.device, report, targets, model)  # the boundary is set per job
+            hashes = self._hash_files(files, report)
+            pipe = load_pipeline(spec, self.device, report, targets, model, self.weights, files)  # boundary: per job
             speed = apply_speed(pipe, self.speed, self.device)
             for notice in speed.notices:
                 job.emit(ev.Notice(job.id, notice))
             tag = f"{component_dtypes(self.device)['transformer']}-fp8={speed.fp8}"
+            tag += f"-{self.weights.quantize}-{self.weights.quantize_text}-{sorted(hashes.items())}"
             dirs = {n: offload_folder(cache_root() / "offload", model.path, n, tag) for n in placement.on_disk()}
-            apply_memory(pipe, plan, self.device, placement, dirs)
+            text_on_cpu = self.weights.text_encoder_device == "cpu"
+            apply_memory(pipe, plan, self.device, placement, dirs, frozenset({"text_encoder"} if text_on_cpu else ()))
             apply_compile(pipe, self.speed, speed)
         except ModelLoadError as exc:
             self._state, self._state_message = "failed", str(exc.for_model(self._model_name))
@@ -406,26 +428,51 @@ class Engine:
             ) from None
         prepare_view(pipe)
         switch = ExpertSwitch(pipe, plan, self.device, placement)
-        self._loaded = Loaded(pipe, plan, placement, speed, switch, self.device, {}, Adapters(pipe))
+        storage = record(pipe, self.weights, files, hashes, text_on_cpu)
+        self._loaded = Loaded(
+            pipe, plan, placement, speed, switch, self.device, {}, Adapters(pipe), storage, text_on_cpu
+        )
+        log.info("weights: %s", summary(storage))
         self._state, self._state_message = "ready", ""
         report("ready", 1.0, f"{spec.label} ready on {self.device_name()}")
 
-    def _plan_load(self, spec: ModelSpec, model: ModelFolder, job: Job) -> tuple[MemoryPlan, Placement]:
-        """The memory mode (from VRAM) and each component's place (from host RAM), before any weight is read."""
+    def _hash_files(self, files: dict[str, SingleFile], report) -> dict[str, str]:
+        """Each transformer file's sha256 for the settings (remembered, so a file is hashed once)."""
+        hashes = {}
+        for name, file in files.items():
+            hashes[name] = sha256(
+                file.path,
+                cache_root() / "file-hashes.json",
+                lambda f, n=file.path.name: report("hash", 0.5 * f, f"checking {n} (sha256, once per file) {f:.0%}"),
+            )
+        return hashes
+
+    def _plan_load(
+        self, spec: ModelSpec, model: ModelFolder, job: Job, files: dict[str, SingleFile]
+    ) -> tuple[MemoryPlan, Placement]:
+        """The memory mode (from VRAM) and each component's place (from host RAM), before any weight is read.
+
+        Sizes are those the weights will be stored in (quantized, GGUF); a text encoder that runs on the CPU takes
+        no VRAM. The table of measured peaks is for bf16 weights, so quantized weights plan from their sizes.
+        """
         fp8 = self.speed.fp8 and fp8_storage_supported(self.device) is None
-        sizes, largest = model.planned_sizes(component_dtypes(self.device))
-        if fp8:  # float8 storage halves the experts' bytes
-            sizes = {n: b // 2 if n.startswith("transformer") else b for n, b in sizes.items()}
+        sizes, largest = model.planned_sizes(component_dtypes(self.device), self.weights, files)
+        if fp8:  # float8 storage halves the bf16 experts' bytes
+            sizes = {n: b // 2 if n.startswith("transformer") and n not in files else b for n, b in sizes.items()}
+        quantized = bool(files) or "none" != self.weights.quantize or "none" != self.weights.quantize_text
+        on_gpu = {
+            n: b for n, b in sizes.items() if not (n == "text_encoder" and self.weights.text_encoder_device == "cpu")
+        }
         vram = free_vram(self.device)
         plan = plan_memory(
             self.memory_requested,
             self.device,
-            sizes,
+            on_gpu,
             vram,
             spec.moe,
             model=spec.id,
             size=planning_size(spec, job.valid.request if job.valid is not None else None),
-            peaks=load_peaks(),
+            peaks=None if quantized or len(on_gpu) < len(sizes) else load_peaks(),
             fp8=fp8,
         )
         placement = plan_placement(

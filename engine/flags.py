@@ -11,3 +11,5 @@ ATTENTION_BACKENDS: dict[str, str] = {
     "cudnn": "_native_cudnn",  # torch SDPA forced to the cuDNN kernel
 }
 REFINE_BACKENDS = ("rules", "local", "openai")
+QUANTIZE_TYPES = ("none", "int8", "fp8")  # quantize on load (engine/storage.py)
+TEXT_ENCODER_DEVICES = ("auto", "cpu")

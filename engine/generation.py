@@ -10,7 +10,7 @@ import datetime as _dt
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from .decode import denormalize, stream_decode
 from .jobs import Job
 from .memory import ExpertSwitch, MemoryPlan, set_vae_tiling, vae_tiling_reason
 from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug, to_uint8
-from .pipeline_call import pipeline_kwargs, prepare_call, sampling_settings
+from .pipeline_call import encode_on_cpu, pipeline_kwargs, prepare_call, sampling_settings
 from .placement import Placement
 from .preview import denoised_estimate, latents_to_rgb
 from .speed import SpeedState
@@ -48,6 +48,8 @@ class Loaded:
     device: torch.device
     views: dict  # the other pipeline class over the same components (views.py)
     adapters: Adapters  # the LoRAs attached to its transformers
+    storage: dict = field(default_factory=dict)  # component -> storage type, bytes, file (storage.record)
+    text_on_cpu: bool = False  # the text encoder stays on the CPU and runs there (encode_on_cpu)
 
 
 Checkpoint = Callable[[Job, str], None]  # raises Cancelled, or a test's injected fault
@@ -108,6 +110,8 @@ def denoise(
         return {}
 
     kwargs = pipeline_kwargs(pipe, r, valid.image)
+    if loaded.text_on_cpu:
+        kwargs.update(encode_on_cpu(pipe, r, loaded.device))  # the pipeline casts them to the transformer's dtype
     kwargs.update(callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=CALLBACK_TENSORS)
     call_start = time.perf_counter()
     try:
@@ -188,6 +192,7 @@ def video_settings(
             "placement": loaded.placement.settings() if loaded.placement else None,
         },
         "speed": loaded.speed.settings() if loaded.speed else None,
+        "weights": loaded.storage,  # storage type, bytes and source file (with sha256) of every component
         "device": device_name,
         "notices": list(valid.notices),
         "timings": dict(timings),

@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from . import single_file
 from .catalog import ModelSpec, family_from_model_index
 from .errors import ModelLoadError
+from .storage import FP8_REMEDY, WeightOptions, fp8_refusal, linear_weights, quantization_config, quantized_bytes
 from .tiny import ensure_tiny, tiny_path
-from .weights import load_diffusers_model, plain_folder, stored_bytes
+from .weights import load_diffusers_model, plain_folder, read_header, stored_bytes, weight_files
 
 log = logging.getLogger("wan_studio.engine")
 Progress = Callable[[str, float, str], None]  # (stage, fraction 0..1, message)
@@ -93,21 +95,30 @@ def load_component(
     class_name: str,
     dtype: torch.dtype | None = None,
     device: torch.device | None = None,
+    quantize: str = "none",
 ):
     """One component by the class model_index.json names, its weights cast to `dtype` as they are read.
 
     With a `device` the weights go straight there, never held whole in host RAM. Plain diffusers models are read
-    tensor by tensor (weights.py); anything else (the text encoder, quantized folders) by its library's loader.
+    tensor by tensor (weights.py); anything else (the text encoder, quantized folders, quantize on load) by its
+    library's loader, which applies torchao's quantization (storage.py) as it reads.
     """
     cls = getattr(importlib.import_module(library), class_name)
     if name not in MODEL_COMPONENTS:
         return cls.from_pretrained(str(folder), subfolder=name)
-    if library == "diffusers" and plain_folder(folder / name):
+    if library == "diffusers" and plain_folder(folder / name) and quantize == "none":
         return load_diffusers_model(cls, folder / name, dtype, device)
-    kwargs: dict = {"subfolder": name, "dtype": dtype, "use_safetensors": True}
+    kwargs: dict = {"subfolder": name, "use_safetensors": True}
+    kwargs["torch_dtype" if library == "diffusers" else "dtype"] = dtype
+    if quantize != "none":
+        kwargs["quantization_config"] = quantization_config(quantize, library)
     if device is not None and device.type != "cpu":
         kwargs["device_map"] = {"": device}
     return cls.from_pretrained(str(folder), **kwargs)
+
+
+def component_class(library: str, class_name: str):
+    return getattr(importlib.import_module(library), class_name)
 
 
 @dataclass(frozen=True)
@@ -116,16 +127,35 @@ class ModelFolder:
 
     path: Path
     entries: dict[str, tuple[str, str]]
+    pipeline_class: str = "WanPipeline"  # model_index.json's _class_name
 
-    def planned_sizes(self, dtypes: dict[str, torch.dtype]) -> tuple[dict[str, int], int]:
-        """(bytes per torch component once loaded in its dtype, the largest weights file), from file headers only."""
+    def planned_sizes(
+        self,
+        dtypes: dict[str, torch.dtype],
+        options: WeightOptions | None = None,
+        files: dict[str, single_file.SingleFile] | None = None,
+    ) -> tuple[dict[str, int], int]:
+        """(bytes per torch component once loaded and stored as asked, the largest weights file), from file headers
+        only: a transformer file's own sizes, quantized Linear weights at one byte per value."""
+        options = options or WeightOptions()
         sizes: dict[str, int] = {}
         largest = 0
         for name in self.entries:
             if name not in MODEL_COMPONENTS:
                 continue
+            dtype = dtypes.get(name) or torch.float32
             try:
+                if files and name in files:
+                    sizes[name] = files[name].planned_bytes(dtype)
+                    largest = max(largest, files[name].path.stat().st_size)
+                    continue
                 sizes[name], big = stored_bytes(self.path / name, dtypes.get(name))
+                if (kind := options.kind_for(name)) != "none":
+                    shapes = {
+                        k: tuple(e["shape"]) for f in weight_files(self.path / name) for k, e in read_header(f).items()
+                    }
+                    linear = linear_weights(component_class(*self.entries[name]), self.path / name)
+                    sizes[name] = quantized_bytes(shapes, linear, kind, dtype)
             except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
                 log.warning("%s: reading the weights headers failed: %s: %s", name, exc.__class__.__name__, exc)
                 raise ModelLoadError(
@@ -155,9 +185,33 @@ def open_model(spec: ModelSpec, report: Progress) -> ModelFolder:
                 spec.id,
             )
     try:
-        return ModelFolder(folder, {k: (v[0], v[1]) for k, v in entries.items()})
+        return ModelFolder(folder, {k: (v[0], v[1]) for k, v in entries.items()}, str(index["_class_name"]))
     except (IndexError, TypeError) as exc:
         raise ModelLoadError("model_index.json is malformed", "Download the model again", spec.id) from exc
+
+
+def check_weights(
+    options: WeightOptions, device: torch.device, model: ModelFolder, spec: ModelSpec
+) -> dict[str, single_file.SingleFile]:
+    """Refuse what cannot load before anything is read (fp8 without fp8 matmuls, a transformer file that is not
+    this model's); returns the checked transformer files by component. Raises ModelLoadError."""
+    for what, kind in (("--quantize", options.quantize), ("--quantize-text", options.quantize_text)):
+        if kind == "fp8" and (why := fp8_refusal(device)) is not None:
+            raise ModelLoadError(f"{what} fp8 cannot run here: {why}", FP8_REMEDY, spec.id)
+    files = {}
+    for name in ("transformer", "transformer_2"):
+        path = options.file_for(name)
+        if path is None:
+            continue
+        if name not in model.entries:
+            raise ModelLoadError(
+                f"--transformer-2 was given but {spec.label} has a single transformer",
+                "Leave --transformer-2 out, or load an A14B model",
+                spec.id,
+            )
+        cls = component_class(*model.entries[name])
+        files[name] = single_file.inspect(path, cls, model.path / name, spec.label)
+    return files
 
 
 def load_pipeline(
@@ -166,11 +220,16 @@ def load_pipeline(
     report: Progress,
     targets: dict[str, torch.device] | None = None,
     model: ModelFolder | None = None,
+    options: WeightOptions | None = None,
+    files: dict[str, single_file.SingleFile] | None = None,
 ):
     """The assembled pipeline; components named in `targets` are loaded straight onto that device, the rest onto
-    the CPU (where they go next is memory.apply_memory's job). Raises ModelLoadError."""
-    from diffusers import DiffusionPipeline
+    the CPU (where they go next is memory.apply_memory's job). `options` quantizes on load; `files` replace
+    transformers by single files (check_weights). Raises ModelLoadError."""
+    import diffusers
 
+    options = options or WeightOptions()
+    files = files or {}
     model = model or open_model(spec, report)
     folder, entries = model.path, model.entries
     dtypes = component_dtypes(device)
@@ -182,11 +241,31 @@ def load_pipeline(
         where = (targets or {}).get(name)
         report(f"load {name}", 0.5 + 0.45 * done / total, f"loading {name}" + (f" onto {where}" if where else ""))
         try:
-            loaded[name] = load_component(folder, name, library, class_name, dtypes.get(name), where)
+            if name in files:
+                component = single_file.load(
+                    files[name],
+                    component_class(library, class_name),
+                    folder,
+                    name,
+                    dtypes[name],
+                    quantization_config(options.kind_for(name), library) if files[name].format != "gguf" else None,
+                )
+                loaded[name] = component.to(where) if where is not None else component
+            else:
+                loaded[name] = load_component(
+                    folder, name, library, class_name, dtypes.get(name), where, options.kind_for(name)
+                )
         except ModelLoadError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError, AttributeError, ImportError, SafetensorError) as exc:
             log.warning("loading %s failed: %s: %s", name, exc.__class__.__name__, str(exc)[:300])
+            if name in files:
+                raise ModelLoadError(
+                    f"the transformer file {files[name].path.name} could not be loaded ({exc.__class__.__name__})",
+                    "It may be damaged or of a kind diffusers cannot read: download it again (the terminal has "
+                    "the details)",
+                    spec.id,
+                ) from exc
             raise ModelLoadError(
                 f"the component {name!r} could not be loaded: its files do not match what "
                 f"{folder / name / 'config.json'} describes, or are damaged",
@@ -195,7 +274,9 @@ def load_pipeline(
             ) from exc
         done += weights[name]
     report("assemble", 0.95, "assembling the pipeline")
-    pipe = DiffusionPipeline.from_pretrained(str(folder), **loaded)
+    # The pipeline's own class, not DiffusionPipeline: diffusers 0.42's DiffusionPipeline.from_pretrained takes the
+    # optional transformer / transformer_2 for plain options, drops the loaded ones and reads them again in float32.
+    pipe = getattr(diffusers, model.pipeline_class).from_pretrained(str(folder), **loaded)
     pipe.set_progress_bar_config(disable=True)
     pipe.studio_revision = folder.name if folder.parent.name == "snapshots" else spec.revision  # Hub commit
     return pipe

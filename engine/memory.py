@@ -10,6 +10,7 @@ auto: the fastest mode whose peak for this model and size (presets/memory_peaks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -207,29 +208,54 @@ def offload_folder(root: Path, model_path: Path, component: str, tag: str = "") 
     return target
 
 
+@contextlib.contextmanager
+def _hidden(pipe, names: frozenset[str]):
+    """The pipeline without these components while offload hooks are put on (diffusers' own exclusion list moves
+    excluded components onto the GPU; these must stay on the CPU)."""
+    kept = {n: getattr(pipe, n) for n in names if getattr(pipe, n, None) is not None}
+    for name in kept:
+        object.__setattr__(pipe, name, None)  # not setattr: that would rewrite the pipeline's config
+    try:
+        yield
+    finally:
+        for name, module in kept.items():
+            object.__setattr__(pipe, name, module)
+
+
 def apply_memory(
-    pipe, plan: MemoryPlan, device: torch.device, placement=None, offload_dirs: dict[str, Path] | None = None
+    pipe,
+    plan: MemoryPlan,
+    device: torch.device,
+    placement=None,
+    offload_dirs: dict[str, Path] | None = None,
+    cpu_only: frozenset[str] = frozenset(),
 ) -> None:
     """Place the pipeline's weights as the plan says (called once, right after loading).
 
     Components the placement (placement.py) puts on disk are streamed from there by group offloading, whatever the
-    mode; offload_dirs gives each one's folder.
+    mode; offload_dirs gives each one's folder. Components in `cpu_only` stay on the CPU and run there (the text
+    encoder with --text-encoder-device cpu).
     """
     disk = {n: (offload_dirs or {})[n] for n in (placement.on_disk() if placement is not None else [])}
     stream = device.type == "cuda"
     for name, folder in disk.items():
         module = getattr(pipe, name)
-        kwargs = dict(onload_device=device, offload_device=torch.device("cpu"), offload_to_disk_path=str(folder))
+        onload = torch.device("cpu") if name in cpu_only else device
+        kwargs = dict(onload_device=onload, offload_device=torch.device("cpu"), offload_to_disk_path=str(folder))
         if hasattr(module, "enable_group_offload"):  # diffusers models: leaf level overlaps best with streams
-            module.enable_group_offload(offload_type="leaf_level", use_stream=stream, **kwargs)
+            module.enable_group_offload(offload_type="leaf_level", use_stream=stream and name not in cpu_only, **kwargs)
         else:
             from diffusers.hooks import apply_group_offloading
 
             apply_group_offloading(
-                module, offload_type="block_level", num_blocks_per_group=1, use_stream=stream, **kwargs
+                module,
+                offload_type="block_level",
+                num_blocks_per_group=1,
+                use_stream=stream and onload == device,
+                **kwargs,
             )
     if device.type != "cuda" or plan.mode == "none":
-        ram = {n for n, w in (placement.where.items() if placement is not None else []) if w == "ram"}
+        ram = {n for n, w in (placement.where.items() if placement is not None else []) if w == "ram"} | cpu_only
         for name, comp in pipe.components.items():
             if not isinstance(comp, torch.nn.Module) or name in disk:
                 continue
@@ -238,9 +264,11 @@ def apply_memory(
             comp.to("cpu" if name in ram else device)
         return
     if plan.mode == "model":
-        pipe.enable_model_cpu_offload(device=device)
+        with _hidden(pipe, cpu_only):
+            pipe.enable_model_cpu_offload(device=device)
     elif plan.mode == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
+        with _hidden(pipe, cpu_only):
+            pipe.enable_sequential_cpu_offload(device=device)
     elif plan.mode == "group":
         from diffusers.hooks import apply_group_offloading
 
@@ -250,7 +278,7 @@ def apply_memory(
                 model.enable_group_offload(
                     onload_device=device, offload_type="leaf_level", use_stream=stream, low_cpu_mem_usage=False
                 )
-        if "text_encoder" not in disk:
+        if "text_encoder" not in disk and "text_encoder" not in cpu_only:
             apply_group_offloading(
                 pipe.text_encoder,
                 onload_device=device,

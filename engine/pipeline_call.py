@@ -59,6 +59,26 @@ def pipeline_kwargs(pipe, r: GenerationRequest, image: Any = None, output_type: 
     return kwargs
 
 
+def encode_on_cpu(pipe, r: GenerationRequest, device: torch.device) -> dict[str, Any]:
+    """The prompt embeddings made by a text encoder kept on the CPU (--text-encoder-device cpu, as the official
+    --t5_cpu), moved to `device`: they replace prompt and negative_prompt in the call, so the pipeline never runs
+    the text encoder itself."""
+    cfg = r.guidance > 1.0 or (pipe.config.boundary_ratio is not None and (r.guidance_2 or 0) > 1.0)
+    with torch.no_grad():
+        positive, negative = pipe.encode_prompt(
+            r.prompt,
+            r.negative_prompt,
+            do_classifier_free_guidance=cfg,
+            max_sequence_length=MAX_TEXT_TOKENS,
+            device=torch.device("cpu"),
+            dtype=pipe.text_encoder.dtype,
+        )
+    out: dict[str, Any] = {"prompt": None, "negative_prompt": None, "prompt_embeds": positive.to(device)}
+    if negative is not None:
+        out["negative_prompt_embeds"] = negative.to(device)
+    return out
+
+
 MAX_TEXT_TOKENS = 512  # the Wan pipelines' max_sequence_length: umT5 reads this many tokens, the rest is cut
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .flags import ATTENTION_BACKENDS
+from .storage import describe
 
 log = logging.getLogger("wan_studio.speed")
 
@@ -99,11 +100,15 @@ def _apply_fp8(pipe, device: torch.device, state: SpeedState) -> None:
     if why:
         state.notices.append(f"fp8 weights are off: {why}.")
         return
-    for _name, model in _transformers(pipe):
+    for name, model in _transformers(pipe):
+        stored = describe(model)[0]
+        if stored not in ("bf16", "fp16", "fp32"):
+            state.notices.append(f"fp8 storage is off for the {name}: its weights are already stored as {stored}.")
+            continue
         # compute stays in the model's own dtype (bf16 on a GPU); diffusers skips norms, embeddings and the
         # modules the model keeps in float32.
         model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=model.dtype)
-    state.fp8 = True
+        state.fp8 = True
 
 
 def _apply_cache(pipe, options: SpeedOptions, state: SpeedState) -> None:
