@@ -12,7 +12,13 @@ import os
 import sys
 from pathlib import Path
 
-from engine.flags import ATTENTION_BACKENDS, MEMORY_MODES, REFINE_BACKENDS  # no torch: --help answers at once
+from engine.flags import (  # no torch: --help answers at once
+    ATTENTION_BACKENDS,
+    MEMORY_MODES,
+    QUANTIZE_TYPES,
+    REFINE_BACKENDS,
+    TEXT_ENCODER_DEVICES,
+)
 
 SHARE_WARNING = (
     "This studio is shared WITHOUT a password: anyone with the link can use your GPU and see every video in "
@@ -153,6 +159,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "store the transformers' weights in fp8 (for 24 GB cards)",
         action="store_true",
     )
+    weights = p.add_argument_group("weights (for 12-24 GB cards: quantized storage and the files you already have)")
+    _flag(
+        weights,
+        "--quantize",
+        "WAN_QUANTIZE",
+        "none",
+        "store the transformer(s) quantized on load: int8 (weight-only, any card and the CPU) or fp8 (weights and "
+        "matmuls in fp8; RTX 40/50, L4, H100 and newer)",
+        choices=QUANTIZE_TYPES,
+    )
+    _flag(
+        weights,
+        "--quantize-text",
+        "WAN_QUANTIZE_TEXT",
+        "none",
+        "the same for the umT5 text encoder",
+        choices=QUANTIZE_TYPES,
+    )
+    _flag(
+        weights,
+        "--transformer",
+        "WAN_TRANSFORMER",
+        None,
+        "a single-file transformer replacing the model folder's (MoE: the high-noise expert): GGUF (Q8_0, Q6_K, "
+        "Q5, Q4…) or safetensors in the original Wan, ComfyUI or diffusers layout",
+        metavar="FILE",
+    )
+    _flag(
+        weights,
+        "--transformer-2",
+        "WAN_TRANSFORMER_2",
+        None,
+        "the same for the A14B low-noise expert",
+        metavar="FILE",
+    )
+    _flag(
+        weights,
+        "--text-encoder-device",
+        "WAN_TEXT_ENCODER_DEVICE",
+        "auto",
+        "cpu: keep the text encoder in RAM and run it on the CPU (as the official --t5_cpu; frees about 11 GB of "
+        "VRAM, each prompt takes a few seconds longer)",
+        choices=TEXT_ENCODER_DEVICES,
+    )
     refine = p.add_argument_group("prompt refinement")
     _flag(
         refine,
@@ -234,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         notice = SHARE_WARNING
         print(f"WARNING: {SHARE_WARNING}", file=sys.stderr)
-    from engine import Engine, PromptRefiner, RefinerConfig, SpeedOptions
+    from engine import Engine, PromptRefiner, RefinerConfig, SpeedOptions, WeightOptions
 
     model = default_model() if args.model == "auto" else args.model
     speed = SpeedOptions(
@@ -251,6 +301,13 @@ def main(argv: list[str] | None = None) -> None:
         speed=speed,
         loras=args.loras,
         lora_presets=Path(args.lora_presets) if args.lora_presets else None,
+        weights=WeightOptions(
+            quantize=args.quantize,
+            quantize_text=args.quantize_text,
+            transformer=args.transformer,
+            transformer_2=args.transformer_2,
+            text_encoder_device=args.text_encoder_device,
+        ),
     )
     for line in launch_report(engine):
         print(f"Wan Studio: {line}", file=sys.stderr, flush=True)

@@ -6,7 +6,14 @@ Names are imported on first use (PEP 562), so `python app.py --help` answers wit
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
+
+# torchao (int8/fp8 on load) warns at import about optional kernels built for other CUDA/Python builds, and torch
+# about its enum registrations: noise on every start whether quantization is used or not.
+logging.getLogger("torchao").setLevel(logging.ERROR)
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+logging.getLogger("diffusers.quantizers.torchao.torchao_quantizer").setLevel(logging.ERROR)  # about torchao files
 
 _WHERE: dict[str, tuple[str, str]] = {
     "APP_VERSION": (".engine", "APP_VERSION"),
@@ -19,6 +26,9 @@ _WHERE: dict[str, tuple[str, str]] = {
     "Failed": (".events", "Failed"),
     "Frames": (".events", "Frames"),
     "GenerationRequest": (".request", "GenerationRequest"),
+    "WeightOptions": (".storage", "WeightOptions"),
+    "QUANTIZE_TYPES": (".flags", "QUANTIZE_TYPES"),
+    "TEXT_ENCODER_DEVICES": (".flags", "TEXT_ENCODER_DEVICES"),
     "Job": (".jobs", "Job"),
     "Loading": (".events", "Loading"),
     "MEMORY_MODES": (".flags", "MEMORY_MODES"),

@@ -45,7 +45,7 @@ from .refine import PromptRefiner, RefineError
 from .request import GenerationRequest, ValidRequest, validate
 from .single_file import SingleFile, sha256
 from .speed import SpeedOptions, apply_compile, apply_speed, fp8_storage_supported
-from .storage import WeightOptions, record, summary
+from .storage import WeightOptions, record, refusal, summary
 from .tiny import cache_root
 from .views import prepare as prepare_view
 
@@ -138,7 +138,7 @@ class Engine:
         try:
             spec = self.spec
             label, tiny = spec.label, spec.tiny
-            blocked = cannot_load(spec) if self._loaded is None and self._state != "loading" else None
+            blocked = self._cannot_load(spec) if self._loaded is None and self._state != "loading" else None
         except ModelLoadError as exc:
             return ModelState(
                 self._model_name,
@@ -177,7 +177,7 @@ class Engine:
     def submit(self, request: GenerationRequest) -> Job:
         """Validate now (raises RequestError, ModelLoadError or OutputError) and queue the job."""
         valid = self._validate(request)
-        if self._loaded is None and (blocked := cannot_load(self.spec)) is not None:
+        if self._loaded is None and (blocked := self._cannot_load(self.spec)) is not None:
             raise blocked
         check_outputs_dir(self.outputs)
         check_free_space(self.outputs, valid.request, self.min_free_bytes)
@@ -197,6 +197,12 @@ class Engine:
         job.started.set()
         threading.Thread(target=self._run_generate, args=(job,), name=f"wan-studio-here-{job.id}", daemon=True).start()
         return job
+
+    def _cannot_load(self, spec: ModelSpec) -> ModelLoadError | None:
+        """Known before loading: the model needs what this machine lacks, or the weight options cannot work here."""
+        if (why := refusal(self.weights, self.device)) is not None:
+            return ModelLoadError(*why, spec.id)
+        return cannot_load(spec)
 
     def _validate(self, request: GenerationRequest) -> ValidRequest:
         """The LoRA choice first (its recommended settings fill what the user left unset), then the request."""

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from . import single_file
 from .catalog import ModelSpec, family_from_model_index
 from .errors import ModelLoadError
-from .storage import FP8_REMEDY, WeightOptions, fp8_refusal, linear_weights, quantization_config, quantized_bytes
+from .storage import WeightOptions, linear_weights, quantization_config, quantized_bytes, refusal
 from .tiny import ensure_tiny, tiny_path
 from .weights import load_diffusers_model, plain_folder, read_header, stored_bytes, weight_files
 
@@ -195,9 +195,8 @@ def check_weights(
 ) -> dict[str, single_file.SingleFile]:
     """Refuse what cannot load before anything is read (fp8 without fp8 matmuls, a transformer file that is not
     this model's); returns the checked transformer files by component. Raises ModelLoadError."""
-    for what, kind in (("--quantize", options.quantize), ("--quantize-text", options.quantize_text)):
-        if kind == "fp8" and (why := fp8_refusal(device)) is not None:
-            raise ModelLoadError(f"{what} fp8 cannot run here: {why}", FP8_REMEDY, spec.id)
+    if (why := refusal(options, device)) is not None:
+        raise ModelLoadError(*why, spec.id)
     files = {}
     for name in ("transformer", "transformer_2"):
         path = options.file_for(name)

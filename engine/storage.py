@@ -73,6 +73,19 @@ def fp8_refusal(device: torch.device) -> str | None:
     return None
 
 
+def refusal(options: WeightOptions, device: torch.device) -> tuple[str, str] | None:
+    """(problem, remedy) when the options cannot work on this machine, known before loading anything: fp8 without
+    fp8 matmuls, a transformer file that is not there. The file's contents are checked at load (single_file)."""
+    for flag, kind in (("--quantize", options.quantize), ("--quantize-text", options.quantize_text)):
+        if kind == "fp8" and (why := fp8_refusal(device)) is not None:
+            return f"{flag} fp8 cannot run here: {why}", FP8_REMEDY
+    for flag, name in (("--transformer", "transformer"), ("--transformer-2", "transformer_2")):
+        path = options.file_for(name)
+        if path is not None and not path.is_file():
+            return f"the transformer file given to {flag} does not exist ({path})", f"Check the path given to {flag}"
+    return None
+
+
 def quantization_config(kind: str, library: str):
     """torchao's config for `kind`, wrapped for diffusers or transformers; None for none.
 
