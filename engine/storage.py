@@ -143,16 +143,18 @@ def describe(module: torch.nn.Module) -> tuple[str, int]:
 
 
 def linear_weights(cls, component: Path) -> set[str]:
-    """Names of the weights torchao quantizes in the component's model: those of its Linear layers, except in the
-    modules the class keeps in float32. Built from its config on the meta device: nothing is allocated."""
+    """Names of the weights torchao quantizes in the component's model: those of its Linear layers, except (in
+    diffusers) the modules the class keeps in float32. Built from its config on the meta device: nothing is
+    allocated."""
     from accelerate import init_empty_weights
 
+    diffusers_model = hasattr(cls, "load_config")
     with init_empty_weights():
-        if hasattr(cls, "load_config"):  # diffusers
+        if diffusers_model:
             model = cls.from_config(cls.load_config(str(component)))
-        else:  # transformers
+        else:  # transformers quantizes every Linear
             model = cls(cls.config_class.from_pretrained(str(component)))
-    keep = set(getattr(cls, "_keep_in_fp32_modules", None) or [])
+    keep = set(getattr(cls, "_keep_in_fp32_modules", None) or []) if diffusers_model else set()
     return {
         f"{name}.weight"
         for name, module in model.named_modules()

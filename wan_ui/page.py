@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -31,6 +32,12 @@ CSS = """
 .job-status { min-height: 3em; }
 #studio-header h1 { margin-bottom: 0; }
 """
+# The weights' storage, chosen here or with --quantize; applied by reloading the model.
+STORAGE_CHOICES = [
+    ("As published (bf16)", "none"),
+    ("int8: about half the memory", "int8"),
+    ("fp8: half the memory, fp8 matmuls (RTX 40/50, H100…)", "fp8"),
+]
 STATUS_EVERY_S = 0.5  # the header (state, queue) keeps up with the status line
 
 
@@ -69,6 +76,14 @@ def build(
                 model = gr.Dropdown(
                     model_choices(engine), value=engine.state().model, label="Model", elem_id="model-select"
                 )
+            with gr.Column(scale=2):
+                storage = gr.Dropdown(
+                    STORAGE_CHOICES,
+                    value=engine.weights.quantize,
+                    label="Transformer weights",
+                    info="Quantized weights fit 12-24 GB cards; the model reloads",
+                    elem_id="quantize-select",
+                )
         if notice:
             gr.Markdown(f"**Warning: {notice}**", elem_id="studio-notice")
         header = gr.Markdown(header_markdown(engine.state(), engine.queue_length()), elem_id="model-state")
@@ -86,7 +101,7 @@ def build(
         build_api(engine, runs)
         build_refine_api(engine, refiner)
         generate_tabs = {"t2v": t2v, "i2v": i2v}
-        _wire_models(demo, engine, model, header, banner, seen, generate_tabs)
+        _wire_models(demo, engine, model, header, banner, seen, generate_tabs, storage)
         wire_gallery(gallery, engine, gallery_tab)
         wire_refine(refine, engine, refiner, generate_tabs, tabs)
         _wire_reuse(engine, gallery, generate_tabs, tabs)
@@ -98,9 +113,9 @@ def _model_outputs(tabs: dict[str, GenerateTab]) -> list[Any]:
     return [c for tab in tabs.values() for c in tab.model_outputs]
 
 
-def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[str, GenerateTab]) -> None:
+def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[str, GenerateTab], storage) -> None:
     controls = {"api_visibility": "private", "queue": False}  # status keeps coming when the queue is full
-    outputs = [header, banner, model, seen, *_model_outputs(tabs)]
+    outputs = [header, banner, model, storage, seen, *_model_outputs(tabs)]
 
     def page_state(last_seen: str | None, force: bool = False) -> dict[Any, Any]:
         state = engine.state()
@@ -113,6 +128,7 @@ def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[s
         key = f"{state.model}|{'unusable' if failed else 'usable'}"
         if force or key != last_seen:
             out[seen] = key
+            out[storage] = gr.update(value=engine.weights.quantize)
             if spec is not None:
                 out[model] = gr.update(choices=model_choices(engine), value=spec.id)
                 for tab in tabs.values():
@@ -125,21 +141,31 @@ def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[s
     demo.load(lambda: page_state(None, force=True), None, outputs, **controls)
     gr.Timer(STATUS_EVERY_S).tick(page_state, seen, outputs, show_progress="hidden", **controls)
 
-    def switch(target: str, last_seen: str | None):
-        if not target:
-            yield page_state(last_seen)
-            return
-        job = engine.load_model(target)
+    def follow(job, what: str, last_seen: str | None):
         for event in job.events():
             if isinstance(event, Loading):
-                yield {header: f"Switching to **{target}** · {event.fraction:.0%} · {event.message}"}
+                yield {header: f"{what} · {event.fraction:.0%} · {event.message}"}
             elif isinstance(event, Failed):  # said once, in the header, until the next choice
                 yield page_state(last_seen, force=True)
             elif isinstance(event, Ready):
                 yield page_state(last_seen, force=True)
 
+    def switch(target: str, last_seen: str | None):
+        if not target:
+            yield page_state(last_seen)
+            return
+        yield from follow(engine.load_model(target), f"Switching to **{target}**", last_seen)
+
+    def requantize(kind: str, last_seen: str | None):
+        if kind == engine.weights.quantize:
+            yield page_state(last_seen)
+            return
+        job = engine.load_model(weights=replace(engine.weights, quantize=kind))
+        yield from follow(job, f"Reloading with **{kind}** transformer weights", last_seen)
+
     gpu = {"api_visibility": "private", "concurrency_limit": 1, "concurrency_id": "model", "show_progress": "minimal"}
     model.input(switch, [model, seen], outputs, **gpu)
+    storage.input(requantize, [storage, seen], outputs, **gpu)
 
     def switch_for(mode: str):
         def switch_tab(last_seen: str | None):  # a generator function, so Gradio streams its updates

@@ -57,6 +57,8 @@ def header_markdown(state: ModelState, queue: int) -> str:
     line = f"**{state.label}**: {what}  \nMemory mode: {memory} · Device: {state.device} · Queue: {jobs}"
     if state.placement:
         line += f"  \nWeights: {state.placement}"
+    if state.storage:
+        line += f"  \nStorage: {state.storage}"
     if state.activity:
         line += f"  \nNow: {state.activity}"
     if state.advice and state.state != "failed":
