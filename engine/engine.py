@@ -494,6 +494,10 @@ class Engine:
         )
         if placement.mode != plan.mode:
             plan = MemoryPlan(placement.mode, f"{plan.reason}; then {placement.reason}")
+        if len(on_gpu) < len(sizes) and placement.where.get("text_encoder") == "gpu":  # it runs on the CPU
+            where = {**placement.where, "text_encoder": "ram"}
+            why = {**placement.why, "text_encoder": "--text-encoder-device cpu: it runs on the CPU"}
+            placement = replace(placement, where=where, why=why)
         return plan, placement
 
     # ----- generation -----------------------------------------------------------------------------------------

@@ -281,3 +281,21 @@ def test_the_planner_leaves_a_text_encoder_on_the_cpu_out_of_vram(card, mode):
 def test_the_planner_keeps_more_resident_with_4_bit_gguf_experts(card, bf16, q4):
     assert plan(A14B, card, moe=True) == bf16
     assert plan(quantized(A14B, 0.28, 0.5), card, moe=True) == q4
+
+
+# ----- LoRAs on quantized weights --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weights", ["int8", "gguf"])
+def test_a_lora_attaches_to_quantized_transformers_and_detaches_exactly(make_engine, files, tmp_path, weights):
+    from tests.loras import lora_tensors, write_lora
+
+    write_lora(tmp_path / "loras", "style", lora_tensors(seed=1), {"models": ["tiny-ti2v"]})
+    options = WeightOptions(quantize="int8") if weights == "int8" else WeightOptions(transformer=str(files["q8"]))
+    engine = make_engine(weights=options, loras=tmp_path / "loras")
+    plain, _ = run(engine)
+    styled, done = run(engine, loras="style")
+    again, _ = run(engine)
+    assert not np.array_equal(plain, styled)
+    assert np.array_equal(plain, again)
+    assert done.settings["loras"][0]["name"] == "style"
