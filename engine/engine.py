@@ -449,7 +449,7 @@ class Engine:
             hashes[name] = sha256(
                 file.path,
                 cache_root() / "file-hashes.json",
-                lambda f, n=file.path.name: report("hash", 0.5 * f, f"checking {n} (sha256, once per file) {f:.0%}"),
+                lambda f, n=file.path.name: report("hash", 0.5, f"checking {n} (sha256, once per file) {f:.0%}"),
             )
         return hashes
 
