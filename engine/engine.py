@@ -37,7 +37,14 @@ from .memory import (
     plan_memory,
     planning_size,
 )
-from .output import VideoWriter, check_free_space, check_outputs_dir, remove_partials, write_failure_message
+from .output import (
+    VideoWriter,
+    check_free_space,
+    check_outputs_dir,
+    estimate_video_bytes,
+    remove_partials,
+    write_failure_message,
+)
 from .pipeline_call import truncation_notices
 from .placement import Placement, disk_free, host_ram_available, plan_placement
 from .readiness import advice, cannot_load
@@ -47,6 +54,7 @@ from .single_file import SingleFile, sha256
 from .speed import SpeedOptions, apply_compile, apply_speed, fp8_storage_supported
 from .storage import WeightOptions, record, refusal, summary
 from .tiny import cache_root
+from .variations import Batch
 from .views import prepare as prepare_view
 
 __all__ = ["APP_VERSION", "Engine", "ModelState", "request_from_settings"]
@@ -110,7 +118,9 @@ class Engine:
         self._loaded: Loaded | None = None  # the pipeline and what its load decided (generation.py)
         self._state = "not loaded"
         self._state_message = ""
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.RLock())
+        self._served: dict[str, int] = {}  # owner -> the turn it was last served (fair queue, _take_turn)
+        self._turns = 0
         self._pending: deque[Job] = deque()
         self._running: Job | None = None
         self._closed = False
@@ -182,6 +192,29 @@ class Engine:
         check_outputs_dir(self.outputs)
         check_free_space(self.outputs, valid.request, self.min_free_bytes)
         return self._enqueue(Job("generate", valid))
+
+    def submit_batch(self, requests: list[GenerationRequest], owner: str | None = None) -> Batch:
+        """Validate every take first (one bad take refuses the whole batch, nothing is queued), then queue them.
+
+        The queue takes turns between owners (one client's batch does not hold back other clients' jobs): takes of
+        one owner run in order, interleaved with everyone else's. Raises like submit().
+        """
+        valid = [self._validate(r) for r in requests]
+        if self._loaded is None and (blocked := self._cannot_load(self.spec)) is not None:
+            raise blocked
+        check_outputs_dir(self.outputs)
+        first = valid[0].request
+        others = sum(estimate_video_bytes(v.request.width, v.request.height, v.request.frames) for v in valid[1:])
+        check_free_space(self.outputs, first, self.min_free_bytes + others)  # room for every take
+        jobs = [Job("generate", v) for v in valid]
+        for job in jobs:
+            job.owner = owner or f"batch-{(job.valid.request.extra.get('batch') or {}).get('id', job.id)}"
+        with self._lock:  # all or nothing: a shutdown between two takes must not leave half a batch queued
+            if self._closed:
+                raise StudioError("The engine has shut down.")
+            for job in jobs:
+                self._enqueue(job)
+        return Batch(jobs)
 
     def run_here(self, request: GenerationRequest) -> Job:
         """Validate, then run the generation on a new thread of this process, outside the worker's queue.
@@ -287,7 +320,7 @@ class Engine:
     # ----- queue ----------------------------------------------------------------------------------------------
 
     def _enqueue(self, job: Job) -> Job:
-        with self._lock:
+        with self._lock:  # re-entrant: submit_batch holds it across a batch
             if self._closed:
                 raise StudioError("The engine has shut down.")
             ahead = len(self._pending) + (1 if self._running else 0)
@@ -309,13 +342,28 @@ class Engine:
                 self._lock.wait(timeout=0.5)
             if self._closed:
                 return None
-            job = self._pending.popleft()
+            job = self._take_turn()
             self._running = job
             for ahead, waiting in enumerate(self._pending, start=1):
                 if waiting.position != ahead:
                     waiting.position = ahead
                     waiting.emit(ev.Queued(waiting.id, ahead))
             return job
+
+    def _take_turn(self) -> Job:
+        """The next job: the owner served least recently goes first, each owner's jobs in their order."""
+        order = {}
+        for index, job in enumerate(self._pending):
+            order.setdefault(job.owner, index)
+        first = min(order.values(), key=lambda i: (self._served.get(self._pending[i].owner, -1), i))
+        job = self._pending[first]
+        del self._pending[first]
+        self._turns += 1
+        self._served[job.owner] = self._turns
+        if len(self._served) > 1000:  # forget owners with nothing waiting
+            waiting = {j.owner for j in self._pending}
+            self._served = {o: t for o, t in self._served.items() if o in waiting}
+        return job
 
     def _work(self) -> None:
         while (job := self._next_job()) is not None:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from .errors import OutputError, RequestError
 from .output import read_settings
+
+MARKS = ("kept", "rejected")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,16 @@ class SavedVideo:
     @property
     def from_image(self) -> bool:
         return bool(self.settings.get("image"))
+
+    @property
+    def mark(self) -> str | None:
+        """kept, rejected, or None (not marked yet)."""
+        return self.settings.get("mark")
+
+    @property
+    def batch(self) -> dict[str, Any]:
+        """The batch this take belongs to (id, index, count, varied), or {} for a single video."""
+        return self.settings.get("batch") or {}
 
 
 @lru_cache(maxsize=4096)
@@ -101,3 +114,45 @@ def list_videos(folder: str | Path, limit: int | None = None) -> list[SavedVideo
     if limit is not None:
         found = found[:limit]
     return [_saved(p, stat) for _mtime, p, stat in found]
+
+
+def set_mark(folder: str | Path, path: str | Path, mark: str | None) -> SavedVideo:
+    """Mark a video kept or rejected (None clears it), stored in its settings file so it survives restarts.
+
+    The settings file is rewritten whole through a temporary file and a rename: a crash leaves the old or the new
+    file, never half of one. Raises RequestError for a video not in the folder or an unknown mark.
+    """
+    if mark is not None and mark not in MARKS:
+        raise RequestError("mark", f"mark must be kept, rejected or none; got {mark!r}")
+    video = find_video(folder, path)
+    if video is None:
+        raise RequestError("path", "That video is not in the outputs folder (it may have been moved or deleted).")
+    if not video.settings:
+        raise RequestError("path", f"{video.path.name} carries no Wan Studio settings, so it can't be marked.")
+    settings = dict(video.settings)
+    if mark is None:
+        settings.pop("mark", None)
+    else:
+        settings["mark"] = mark
+    sidecar = video.path.with_suffix(".json")
+    temp = video.path.with_name(f".{video.path.stem}.{os.getpid()}.{time.time_ns()}.json.partial")  # as output.py
+    try:
+        temp.write_text(json.dumps(settings, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        os.replace(temp, sidecar)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OutputError(f"The mark could not be saved beside {video.path.name}: {exc.strerror or exc}") from None
+    return find_video(folder, video.path) or video
+
+
+def in_batches(videos: list[SavedVideo]) -> list[SavedVideo]:
+    """Newest first, with the takes of one batch together in take order, where the batch's newest take is."""
+    groups: dict[str, list[SavedVideo]] = {}
+    order: list[str] = []
+    for video in videos:
+        key = video.batch.get("id") or f"single:{video.path}"
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(video)
+    return [v for key in order for v in sorted(groups[key], key=lambda v: v.batch.get("index", 0))]

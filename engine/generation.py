@@ -186,6 +186,7 @@ def video_settings(
         "sampling": sampling,
         "loras": loras,  # name, files with sha256, strengths, recommended settings (adapters.Adapters.use)
         "lora_recommended_applied": dict(valid.recommended),
+        "batch": valid.request.extra.get("batch"),  # id, index, count and what varied (variations.py); None alone
         "memory": {
             "mode": loaded.plan.mode,
             "reason": loaded.plan.reason,

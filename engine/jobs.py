@@ -24,6 +24,7 @@ class Job:
         self.started = threading.Event()
         self.position = 0  # jobs ahead when last reported
         self.payload: Any = None  # (refiner, arguments) for refine jobs
+        self.owner = f"job-{self.id}"  # who queued it: the queue takes turns between owners (a batch's client)
 
     @property
     def seed(self) -> int | None:
