@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         engine.load_model()  # on ZeroGPU the weights must be placed before the first GPU call
     import gradio as gr
 
-    from wan_ui import CSS, build
+    from wan_ui import CSS, HEAD, build
 
     outputs = os.path.abspath(args.outputs)
     os.makedirs(outputs, exist_ok=True)
@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         allowed_paths=[outputs],
         max_file_size=args.max_upload,
         css=CSS,
+        head=HEAD,  # the comparison view's sync script (wan_ui/compare.py)
         show_error=True,
         quiet=True,  # Gradio's own lines point at launch() arguments; ours name the flags
         prevent_thread_lock=True,

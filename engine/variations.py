@@ -49,6 +49,8 @@ def plan_takes(
     seeds: random, or consecutive from the base seed (a random start when it is -1).
     """
     lines = wordings(prompts)
+    if prompts and not lines:
+        raise RequestError("prompts", "prompts has only blank lines: write one wording per line")
     vary = vary or ("wordings" if lines else "seeds")
     if vary not in VARY:
         raise RequestError("vary", f"vary must be one of {', '.join(VARY)}; got {vary!r}")
@@ -60,8 +62,6 @@ def plan_takes(
             raise RequestError("count", f"count must say how many takes to make ({MIN_TAKES} to {MAX_TAKES})")
         texts = [base.prompt] * n
     else:
-        if prompts is not None and prompts.strip() == "":
-            raise RequestError("prompts", "prompts has only blank lines: write one wording per line")
         if not lines:
             raise RequestError("prompts", "Varying the wording needs prompts: one wording per line")
         if len(lines) > MAX_TAKES:

@@ -1,4 +1,5 @@
-"""The stable public endpoints for gradio_client and scripts: /text_to_video, /image_to_video, /stop, /list_loras.
+"""The stable public endpoints for gradio_client and scripts: /text_to_video, /image_to_video, /variations, /stop,
+/list_loras.
 
 They are separate from the page's own (private) events so the page can change without breaking scripts. The
 parameter names are the function parameters below; None means the loaded model's default.
@@ -11,10 +12,10 @@ from typing import Any
 
 import gradio as gr
 
-from engine import Engine, GenerationRequest
+from engine import Engine, GenerationRequest, StudioError, plan_takes
 
 from .inputs import number_input, picture_input
-from .runs import Runs, follow, refuse
+from .runs import Runs, follow, follow_batch, refuse
 
 API_OUTPUTS = ("preview", "video", "seed", "status", "settings")
 # the engine's request fields under their API parameter names, for messages about them
@@ -91,6 +92,45 @@ def build_api(engine: Engine, runs: Runs) -> None:
             raise refuse("Add an image to animate: image_to_video starts from a picture.", "Can't start this video")
         yield from stream(_request(locals()), request)
 
+    def variations(
+        prompt: str = "",
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        num_frames: int | None = None,
+        fps: int | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        guidance_scale_2: float | None = None,
+        shift: float | None = None,
+        seed: int = -1,
+        loras: str | None = None,
+        image: str | None = None,
+        count: int | None = None,
+        prompts: str | None = None,
+        vary: str | None = None,
+        seeds: str = "random",
+        request: gr.Request = None,
+    ) -> Iterator[tuple]:
+        """Several takes in one call: `count` seeds of one prompt, or one take per line of `prompts` (one seed, so
+        only the words differ; vary="both" gives each line its own seed). Streams (preview, [], status, []) with
+        "2 of 4 done", then ends with every take's video and a list of {index, video, seed, prompt, settings}."""
+        base = _request(locals())
+        try:
+            takes = plan_takes(base, count, prompts, vary or None, seeds or "random")
+        except StudioError as exc:
+            raise refuse(str(exc), "Can't start these takes") from None
+        key = f"{request.session_hash}:api"
+        runs.arm(key)
+        preview = None
+        for update, done in follow_batch(engine, takes, runs, key, API_NAMES):
+            preview = update.preview or preview
+            listing = [
+                {"index": t.index, "video": t.video, "seed": t.seed, "prompt": t.prompt, "settings": t.settings}
+                for t in done
+            ]
+            yield preview, [t.video for t in done], update.status, listing
+
     with gr.Group(visible=False):
         prompt = gr.Textbox(label="prompt")
         negative = gr.Textbox(label="negative_prompt (empty: the model's default)")
@@ -114,6 +154,17 @@ def build_api(engine: Engine, runs: Runs) -> None:
         stop_status = gr.Textbox(label="status")
         list_button = gr.Button("list_loras")
         library = gr.JSON(label="loras")
+        count = number_input(label="count (takes: 2-8)", value=None, precision=0)
+        prompts = gr.Textbox(label="prompts (one wording per line)")
+        vary = gr.Textbox(label="vary (seeds, wordings or both; empty: wordings when prompts are given)")
+        seed_mode = gr.Textbox(label="seeds (random or consecutive)", value="random")
+        batch_outputs = [
+            gr.Image(label="preview", type="filepath"),
+            gr.File(label="videos", file_count="multiple"),
+            gr.Textbox(label="status"),
+            gr.JSON(label="takes"),
+        ]
+        batch_button = gr.Button("variations")
 
     def list_loras() -> list[dict]:
         """The LoRA library: name, kind (file or pair), the models it fits, recommended settings, trigger words,
@@ -132,4 +183,11 @@ def build_api(engine: Engine, runs: Runs) -> None:
     t2v.click(text_to_video, [prompt, negative, *numbers, seed, loras], outputs, api_name="text_to_video", **common)
     i2v.click(
         image_to_video, [image, prompt, negative, *numbers, seed, loras], outputs, api_name="image_to_video", **common
+    )
+    batch_button.click(
+        variations,
+        [prompt, negative, *numbers, seed, loras, image, count, prompts, vary, seed_mode],
+        batch_outputs,
+        api_name="variations",
+        **common,
     )

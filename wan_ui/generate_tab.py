@@ -7,11 +7,21 @@ from typing import Any
 
 import gradio as gr
 
-from engine import Engine, GenerationRequest, ModelLoadError, ModelSpec, builtin_specs
+from engine import (
+    Engine,
+    GenerationRequest,
+    ModelLoadError,
+    ModelSpec,
+    RequestError,
+    builtin_specs,
+    plan_takes,
+    wordings,
+)
 
-from . import choices, lora_picker
+from . import choices, lora_picker, variations_panel
 from .inputs import picture_input
-from .runs import Runs, Update, follow, status_markdown
+from .runs import Runs, Update, follow, follow_batch, status_markdown
+from .variations_panel import VariationsPanel
 
 TAB_NAMES = {"t2v": "Text to Video", "i2v": "Image to Video"}
 SIZE_INFO = {
@@ -69,6 +79,7 @@ class GenerateTab:
     dismiss_refined: gr.Button
     pending: gr.State  # the refinement shown but not yet accepted
     loras: lora_picker.LoraPicker
+    variations: VariationsPanel
 
     @property
     def lora_controls(self) -> list[Any]:
@@ -275,6 +286,7 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                 with gr.Row():
                     seed = gr.Number(label="Seed", value=-1, precision=0, info="-1 picks one at random")
                     randomize = gr.Checkbox(label="New random seed each run", value=True)
+            variation_controls = variations_panel.build_controls(mode)
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}-generate")
                 stop = gr.Button("Stop", variant="stop", interactive=False, elem_id=f"{mode}-stop")
@@ -286,6 +298,7 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
             video = gr.Video(label="Video", interactive=False, height=360, elem_id=f"{mode}-video")
             with gr.Accordion("Settings of this video", open=False):
                 settings = gr.JSON(label=None, elem_id=f"{mode}-settings")
+            variation_results = variations_panel.build_results(mode)
     tab = GenerateTab(
         mode=mode,
         needs=needs,
@@ -323,8 +336,10 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
         extra=gr.State({}),
         pending=gr.State(None),
         loras=loras,
+        variations=VariationsPanel(*variation_controls, *variation_results, gr.State([])),
     )
     _wire(tab, engine, runs, base)
+    variations_panel.wire(tab.variations, engine)
     return tab
 
 
@@ -382,6 +397,11 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         rand,
         extra,
         lora_text,
+        several,
+        count,
+        vary,
+        seed_mode,
+        lines,
         request: gr.Request,
     ):
         spec = spec_now()
@@ -423,6 +443,9 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
             extra={**(extra or {}), "ui": ui_meta},
             loras=lora_text,
         )
+        if several:
+            yield from run_takes(req, words, count, vary, seed_mode, lines, key_for(request))
+            return
         for update in follow(engine, req, runs, key_for(request), raise_errors=False):
             out: dict[Any, Any] = {tab.status: status_markdown(update)}
             if update.preview:
@@ -432,6 +455,31 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
                 out[tab.settings] = update.settings
             if update.seed is not None:
                 out[tab.seed] = update.seed
+            yield out
+
+    def run_takes(req: GenerationRequest, words, count, vary, seed_mode, lines, key: str):
+        """Several takes of the request: the grid fills as each finishes, the video shows the latest."""
+        panel = tab.variations
+        texts = "\n".join(choices.compose_prompt(t, words) for t in wordings(lines)) if vary != "seeds" else None
+        try:
+            takes = plan_takes(req, _number(count) if vary == "seeds" else None, texts, vary, seed_mode or "random")
+        except RequestError as exc:
+            message = str(exc)
+            yield {tab.status: status_markdown(Update(f"Not started: {message[0].upper()}{message[1:]}"))}
+            return
+        yield {panel.grid: [], panel.takes: [], panel.view: "", panel.compare: gr.Button(interactive=False)}
+        for update, done in follow_batch(engine, takes, runs, key, raise_errors=False):
+            out: dict[Any, Any] = {tab.status: status_markdown(update)}
+            if update.preview:
+                out[tab.preview] = update.preview
+            if done:
+                out[panel.grid] = [
+                    (t.video, variations_panel.caption(t.index, len(takes), t.seed, t.prompt)) for t in done
+                ]
+                out[panel.takes] = [t.video for t in done]
+                out[panel.compare] = gr.Button(interactive=len(done) >= 2)
+                out[tab.video] = done[-1].video
+                out[tab.settings] = done[-1].settings
             yield out
 
     def on_end():
@@ -447,12 +495,14 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
         running = runs.stop(key_for(request))
         return "Stopping: the job ends after the current step." if running else "Stopping before the job starts."
 
+    panel = tab.variations
     outputs = [tab.status, tab.preview, tab.video, tab.settings, tab.seed]
+    outputs += [panel.grid, panel.takes, panel.view, panel.compare]
     controls = {"api_visibility": "private", "concurrency_limit": None, "concurrency_id": "controls", "queue": False}
     start = tab.generate.click(on_start, None, [tab.generate, tab.stop, tab.status, tab.video], **controls)
     run = start.then(
         on_generate,
-        [tab.image if tab.image is not None else gr.State(None), *tab.request_inputs],
+        [tab.image if tab.image is not None else gr.State(None), *tab.request_inputs, *tab.variations.inputs],
         outputs,
         api_visibility="private",
         concurrency_id="gpu",

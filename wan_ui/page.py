@@ -21,17 +21,21 @@ from engine import (
 )
 
 from .api import build_api
+from .compare import COMPARE_CSS
 from .gallery_tab import build_gallery, wire_gallery
 from .generate_tab import GenerateTab, build_tab, counterpart, serves
 from .progress import header_markdown, tiny_banner
 from .refine_tab import build_refine_api, build_refine_tab, wire_refine
 from .runs import Runs
 
-CSS = """
+CSS = (
+    COMPARE_CSS
+    + """
 .needs-model { padding: 8px 12px; border-radius: 8px; background: var(--color-accent-soft); }
 .job-status { min-height: 3em; }
 #studio-header h1 { margin-bottom: 0; }
 """
+)
 # The weights' storage, chosen here or with --quantize; applied by reloading the model.
 STORAGE_CHOICES = [
     ("As published (bf16)", "none"),

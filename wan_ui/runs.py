@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gradio as gr
@@ -139,26 +139,47 @@ def follow(
             fps = validate(request, engine.spec).request.fps  # refuse bad input before asking for a GPU
             events = zerogpu.gpu_events(engine)(request)
         else:
-            if engine.queue_length() > runs.max_waiting:
-                raise QueueFull(
-                    f"The studio's queue is full ({engine.queue_length()} jobs). Try again when one finishes."
-                )
+            _check_room(engine, runs, 1)
             job = engine.submit(request)
             runs.attach(key, job)
             fps = job.valid.request.fps
             events = job.events(latest_preview_only=True)
     except StudioError as exc:
-        message = str(exc)
-        field = getattr(exc, "field", None)
-        if names and field in names and message.startswith(field):
-            message = names[field] + message[len(field) :]
-        elif not raise_errors and message:  # the page's labels are capitalised ("Width"), so is the sentence
-            message = message[0].upper() + message[1:]
-        yield Update(f"Not started: {message}", finished=True)  # stays on the page until the next action
-        if raise_errors:
-            raise refuse(message, "Can't start this video") from None
-        log.info("Can't start this video: %s", message)
+        yield from _not_started(exc, names, raise_errors)
         return
+    try:
+        yield from job_updates(engine, events, fps, raise_errors)
+    finally:
+        # the page or client may be gone (generator closed): the job goes on and its video is kept
+        if job is not None:
+            runs.detach(key, job)
+
+
+def _check_room(engine: Engine, runs: Runs, takes: int) -> None:
+    """Refuse when the queue (counting every take of a batch) would pass --queue-size."""
+    if engine.queue_length() + takes - 1 > runs.max_waiting:
+        what = "" if takes == 1 else f" for {takes} more takes"
+        raise QueueFull(
+            f"The studio's queue is full{what} ({engine.queue_length()} jobs waiting or running, at most "
+            f"{runs.max_waiting + 1}). Try again when some finish."
+        )
+
+
+def _not_started(exc: StudioError, names: dict[str, str] | None, raise_errors: bool) -> Iterator[Update]:
+    message = str(exc)
+    field = getattr(exc, "field", None)
+    if names and field in names and message.startswith(field):
+        message = names[field] + message[len(field) :]
+    elif not raise_errors and message:  # the page's labels are capitalised ("Width"), so is the sentence
+        message = message[0].upper() + message[1:]
+    yield Update(f"Not started: {message}", finished=True)  # stays on the page until the next action
+    if raise_errors:
+        raise refuse(message, "Can't start this video") from None
+    log.info("Can't start this video: %s", message)
+
+
+def job_updates(engine: Engine, events: Iterator, fps: int, raise_errors: bool = True) -> Iterator[Update]:
+    """One job's events as page updates: coalesced status lines, animated previews, the video at the end."""
     previews = PreviewFiles()
     notices: list[str] = []
     decoded: list = []
@@ -197,7 +218,66 @@ def follow(
                     last_status = now
                     yield Update(line, notices=notices)
     finally:
-        # the page or client may be gone (generator closed): the job goes on and its video is kept
-        if job is not None:
-            runs.detach(key, job)
         previews.close()
+
+
+@dataclass
+class Take:
+    """A finished take of a batch, for the grid and the API."""
+
+    index: int
+    video: str
+    seed: int | None
+    prompt: str
+    settings: dict[str, Any]
+
+
+def follow_batch(
+    engine: Engine,
+    requests: list[GenerationRequest],
+    runs: Runs,
+    key: str,
+    names: dict[str, str] | None = None,
+    raise_errors: bool = True,
+) -> Iterator[tuple[Update, list[Take]]]:
+    """Submit every take (all refused, or all queued) and follow them in order: (update, finished takes so far).
+
+    Stop cancels the running take and those still waiting; finished takes stay. A take that fails does not stop the
+    others; the last update says how many finished.
+    """
+    if runs.stop_requested(key):
+        yield Update("Stopped before it started; nothing was saved.", finished=True), []
+        return
+    try:
+        _check_room(engine, runs, len(requests))
+        batch = engine.submit_batch(requests, owner=key.rsplit(":", 1)[0])
+    except StudioError as exc:
+        for update in _not_started(exc, names, raise_errors):
+            yield update, []
+        return
+    runs.attach(key, batch)
+    done: list[Take] = []
+    problems: list[str] = []
+    total = len(batch.jobs)
+    try:
+        for index, job in enumerate(batch.jobs, start=1):
+            fps = job.valid.request.fps
+            prefix = f"Take {index} of {total} ({len(done)} done)"
+            for update in job_updates(engine, job.events(latest_preview_only=True), fps, raise_errors=False):
+                if update.video:
+                    r = job.valid.request
+                    done.append(Take(index, update.video, update.seed, r.prompt, update.settings or {}))
+                elif update.finished and not job.cancel_requested:
+                    problems.append(f"take {index}: {update.status}")
+                if not update.finished:
+                    yield replace(update, status=f"{prefix} · {update.status}"), list(done)
+    finally:
+        runs.detach(key, batch)
+    stopped = any(job.cancel_requested for job in batch.jobs)
+    if stopped:
+        status = f"Stopped: {len(done)} of {total} takes finished and were kept; the rest were not made."
+    else:
+        status = f"Done: {len(done)} of {total} takes" + (" · " + "; ".join(problems) if problems else "")
+    yield Update(status, finished=True), list(done)
+    if raise_errors and not done and problems:
+        raise refuse("; ".join(problems), "The takes failed")
