@@ -122,9 +122,9 @@ def build_api(engine: Engine, runs: Runs) -> None:
             raise refuse(str(exc), "Can't start these takes") from None
         key = f"{request.session_hash}:api"
         runs.arm(key)
-        preview = None
         for update, done in follow_batch(engine, takes, runs, key, API_NAMES):
-            preview = update.preview or preview
+            # only a new preview: a take's preview files are gone once the take ends
+            preview = update.preview
             listing = [
                 {"index": t.index, "video": t.video, "seed": t.seed, "prompt": t.prompt, "settings": t.settings}
                 for t in done
