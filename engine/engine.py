@@ -286,8 +286,11 @@ class Engine:
         mode: str = "t2v",
         backend: str | None = None,
         style: str | None = None,
+        variant: int = 0,
     ) -> Job:
         """Refine a prompt as a job that ends with Refined(result) (Failed when there is nothing to refine).
+
+        `variant` > 0 asks for another version of the same idea (the variations' wordings).
 
         The local backend computes on the GPU, so its job queues on the worker behind video jobs and is told the
         video model's memory plan (the LLM leaves the GPU afterwards unless both fit). Rules and openai need no GPU:
@@ -295,6 +298,8 @@ class Engine:
         """
         job = Job("refine")
         arguments = dict(prompt=prompt, image=image, language=language, mode=mode, backend=backend, style=style)
+        if variant:
+            arguments["variant"] = int(variant)
         job.payload = (refiner, arguments)
         if refiner.uses_device(backend):
             return self._enqueue(job)
@@ -661,5 +666,9 @@ def _unexpected(stage: str) -> str:
 
 
 def request_from_settings(settings: dict[str, Any]) -> GenerationRequest:
-    """A request that regenerates a saved video (add the image again for image-to-video)."""
-    return GenerationRequest(**settings["request"])
+    """A request that regenerates a saved video (add the image again for image-to-video).
+
+    A take of a batch comes back as a single request: made again, it is not one of that batch's takes."""
+    request = dict(settings["request"])
+    request["extra"] = {k: v for k, v in (request.get("extra") or {}).items() if k != "batch"}
+    return GenerationRequest(**request)

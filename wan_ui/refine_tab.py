@@ -21,12 +21,12 @@ LANGUAGES = [("English", "en"), ("Chinese", "zh")]  # plain names: a browser may
 
 def run_refine(
     engine: Engine, refiner: PromptRefiner, prompt: str, image: Any, backend: str, language: str, mode: str,
-    style: str | None = None,
+    style: str | None = None, variant: int = 0,
 ) -> RefinedPrompt:  # fmt: skip
     """Refine through the engine and wait; raises NotRefined with the reason when there is nothing to refine."""
     try:
         job = engine.refine(refiner, prompt or "", image=image, language=language, mode=mode, backend=backend,
-                            style=None if style in (None, "", "none") else style)  # fmt: skip
+                            style=None if style in (None, "", "none") else style, variant=variant)  # fmt: skip
     except (StudioError, ValueError) as exc:
         raise NotRefined(str(exc)) from None
     end = job.wait()
@@ -196,6 +196,36 @@ def _wire_inline(gen, mode: str, engine: Engine, refiner: PromptRefiner, tab: Re
     gen.dismiss_refined.click(
         lambda: (hide, hide, hide), None, [gen.refined, gen.refined_about, gen.refined_row], **events
     )
+
+    panel = gen.variations
+
+    def wordings(prompt, count, *rest):
+        """N versions of the idea, one per line, for the user to edit: rules make other deterministic choices,
+        an LLM samples anew each time. Duplicates are dropped and said."""
+        image = rest[0] if gen.image is not None else None
+        backend, language, style = rest[-3:]
+        texts: list[str] = []
+        results = []
+        wanted = int(count or 2)
+        try:
+            for variant in range(wanted):
+                result = run_refine(engine, refiner, prompt, image, backend, language, mode, style, variant)
+                results.append(result)
+                if result.text not in texts:
+                    texts.append(result.text)
+        except NotRefined as exc:
+            return gr.skip(), gr.skip(), gr.skip(), not_refined(exc)
+        made = f"Wrote {len(texts)} wordings with **{results[-1].backend}**"
+        if len(texts) < wanted:
+            made += f" ({wanted - len(texts)} came out the same as another and were left out)"
+        fell_back = next((r.notice for r in results if r.fell_back and r.notice), None)
+        note = made + ". Edit them, then Generate." + (f"  \n{fell_back}" if fell_back else "")
+        return "\n".join(t.replace("\n", " ") for t in texts), "wordings", True, note
+
+    panel.from_refiner.click(
+        wordings, [gen.prompt, panel.count, *inputs[1:], tab.backend, tab.language, gen.style],
+        [panel.wordings, panel.vary, panel.on, panel.refiner_note], **events,
+    )  # fmt: skip
 
 
 def build_refine_api(engine: Engine, refiner: PromptRefiner) -> None:

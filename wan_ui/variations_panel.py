@@ -27,6 +27,8 @@ class VariationsPanel:
     vary: gr.Radio
     seeds: gr.Radio
     wordings: gr.Textbox
+    from_refiner: gr.Button  # wired by the refine tab, which holds the refiner
+    refiner_note: gr.Markdown
     grid: gr.Gallery
     compare: gr.Button
     view: gr.HTML
@@ -51,7 +53,13 @@ def build_controls(mode: str) -> tuple:
             max_lines=MAX_TAKES + 2,
             elem_id=f"{mode}-wordings",
         )
-    return on, count, vary, seeds, wordings
+        from_refiner = gr.Button(
+            "Write the wordings with the refiner (as many as the takes), to edit before you generate",
+            size="sm",
+            elem_id=f"{mode}-wordings-refine",
+        )
+        refiner_note = gr.Markdown("", elem_id=f"{mode}-wordings-note")
+    return on, count, vary, seeds, wordings, from_refiner, refiner_note
 
 
 def build_results(mode: str) -> tuple:

@@ -124,12 +124,15 @@ class PromptRefiner:
         video_plan: str | None = None,
         should_stop: Callable[[], bool] | None = None,
         status: Callable[[str], None] | None = None,
+        variant: int = 0,
     ) -> RefinedPrompt:
         """Refine `prompt` (image: PIL, path or array, used in i2v mode). A failing backend falls back to rules with
         fell_back=True and the reason in `notice`; raises only for nothing to refine (RefineError), an unreadable
         image (RequestError) or an unknown backend, language or mode (ValueError).
 
-        Keyword-only arguments are for Engine.refine: the video model's memory plan, a cancel check, status lines.
+        Keyword-only arguments are for Engine.refine: the video model's memory plan, a cancel check, status lines;
+        `variant` > 0 asks for another version of the same idea (rules: other deterministic choices; an LLM samples
+        anew on every call).
         """
         backend = backend or self.config.backend
         if backend not in REFINE_BACKENDS:
@@ -145,7 +148,7 @@ class PromptRefiner:
             raise RefineError("Type an idea first" + (" or add an image." if mode == "i2v" else "."))
         started = time.perf_counter()
         if backend == "rules":
-            return self._rules(original, prompt, language, mode, style, started)
+            return self._rules(original, prompt, language, mode, style, started, variant)
         try:
             return self._llm(
                 backend, original, prompt, picture, language, mode, style, started, video_plan, should_stop, status
@@ -163,8 +166,10 @@ class PromptRefiner:
 
     # ----- backends -------------------------------------------------------------------------------------------
 
-    def _rules(self, original: str, prompt: str, language: str, mode: str, style: str | None, started: float):
-        text, notice = refine_with_rules(prompt, language, mode, style)
+    def _rules(
+        self, original: str, prompt: str, language: str, mode: str, style: str | None, started: float, variant: int = 0
+    ):
+        text, notice = refine_with_rules(prompt, language, mode, style, variant)
         return RefinedPrompt(
             text=text,
             backend="rules",

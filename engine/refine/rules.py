@@ -54,22 +54,26 @@ def _sentence(text: str, chinese: bool) -> str:
 class _Chooser:
     """Deterministic choices keyed by the prompt and mode (not by language, so en and zh agree)."""
 
-    def __init__(self, prompt: str, mode: str):
-        self.seed = mode + "|" + re.sub(r"\s+", " ", prompt.strip().lower())
+    def __init__(self, prompt: str, mode: str, variant: int = 0):
+        self.seed = mode + "|" + re.sub(r"\s+", " ", prompt.strip().lower()) + (f"|v{variant}" if variant else "")
 
     def index(self, name: str, n: int) -> int:
         digest = hashlib.sha256(f"{self.seed}|{name}".encode()).digest()
         return int.from_bytes(digest[:4], "big") % n
 
 
-def refine_with_rules(prompt: str, language: str, mode: str, style: str | None = None) -> tuple[str, str | None]:
-    """(refined text, notice or None). The user's text is never cut; facets are added while the bounds allow."""
+def refine_with_rules(
+    prompt: str, language: str, mode: str, style: str | None = None, variant: int = 0
+) -> tuple[str, str | None]:
+    """(refined text, notice or None). The user's text is never cut; facets are added while the bounds allow.
+
+    `variant` > 0 makes other deterministic choices (the variations' wordings); 0 is the usual refinement."""
     data = rules_data()
     prompt = re.sub(r"\s+", " ", prompt or "").strip()
     if not prompt and mode == "t2v":
         raise RefineError("Type an idea first: the rules refiner builds on your words.")
     chinese_out = language == "zh"
-    choose = _Chooser(prompt, mode)
+    choose = _Chooser(prompt, mode, variant)
     low, high = WORD_BOUNDS[mode]
     phrases = data["phrases"][language]
 

@@ -197,3 +197,26 @@ def test_export_holds_the_kept_takes_and_a_sheet_of_their_settings(make_engine, 
     assert kept_bytes == open(ends[0].path, "rb").read()
     second = export_batch(engine.outputs, batch.id, tmp_path / "exports")
     assert second != target and target.exists()  # an export never overwrites an earlier one
+
+
+def test_rules_refinement_variants_are_distinct_and_repeatable():
+    from engine.refine.rules import refine_with_rules
+
+    texts = [refine_with_rules("a lighthouse at dusk", "en", "t2v", None, v)[0] for v in range(4)]
+    assert len(set(texts)) == 4
+    assert texts[1] == refine_with_rules("a lighthouse at dusk", "en", "t2v", None, 1)[0]
+    assert texts[0] == refine_with_rules("a lighthouse at dusk", "en", "t2v")[0]  # variant 0 is the usual one
+
+
+def test_a_take_reused_from_its_settings_is_a_single_request(make_engine):
+    from engine import request_from_settings
+
+    engine = make_engine()
+    end = finish(engine.submit_batch(plan_takes(base(), count=2)))[1]
+    again = request_from_settings(end.settings)
+    assert "batch" not in again.extra and again.seed == end.seed
+    assert run_single(engine, again).settings["batch"] is None
+
+
+def run_single(engine, request):
+    return engine.submit(request).wait(300)

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 from gradio_client.exceptions import AppError
 
-from tests.ui.conftest import open_page, shot, start_app, stop_app
+from tests.ui.conftest import needs_chromium, open_page, shot, start_app, stop_app
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def test_bad_batch_input_is_refused_before_anything_is_queued_and_the_next_call_
     assert status.startswith("Done: 2 of 2"), status
 
 
+@needs_chromium
 def test_the_grid_fills_and_the_takes_compare_in_sync_then_a_kept_take_exports(studio, browser):
     _, (_p, _v, _s, takes) = variations(studio, count=2, num_frames=33, fps=12, prompt="a slow tide")
     context, page = open_page(browser, studio.url)
@@ -114,3 +115,25 @@ def test_the_grid_fills_and_the_takes_compare_in_sync_then_a_kept_take_exports(s
         assert sorted(archive.namelist()) == sorted(
             [takes[0]["video"].rsplit("/", 1)[1], "settings.csv", "settings.json"]
         )
+
+
+@needs_chromium
+def test_the_refiner_writes_distinct_wordings_to_edit_before_generating(studio, browser):
+    context, page = open_page(browser, studio.url)
+    try:
+        wordings_from_the_refiner(page)
+    finally:
+        context.close()
+
+
+def wordings_from_the_refiner(page) -> None:
+    page.click("#t2v-variations")
+    page.fill("#t2v-prompt textarea", "a lighthouse at dusk")
+    page.fill("#t2v-takes-count input[type=number]", "3")
+    page.press("#t2v-takes-count input[type=number]", "Enter")
+    page.click("#t2v-wordings-refine")
+    page.locator("#t2v-wordings-note").get_by_text("Wrote").wait_for()
+    lines = [line for line in page.input_value("#t2v-wordings textarea").splitlines() if line.strip()]
+    assert len(lines) == 3 and len(set(lines)) == 3
+    assert all("lighthouse" in line for line in lines)
+    assert page.is_checked("#t2v-variations-on input")
