@@ -249,6 +249,11 @@ def follow_batch(
         yield Update("Stopped before it started; nothing was saved.", finished=True), []
         return
     try:
+        if zerogpu.active():  # each ZeroGPU call gets the GPU for one job in its own process
+            raise StudioError(
+                "Variations need the studio's own queue, which ZeroGPU Spaces do not have: "
+                "make the takes one at a time."
+            )
         _check_room(engine, runs, len(requests))
         batch = engine.submit_batch(requests, owner=key.rsplit(":", 1)[0])
     except StudioError as exc:
