@@ -203,6 +203,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "VRAM, each prompt takes a few seconds longer)",
         choices=TEXT_ENCODER_DEVICES,
     )
+    creds = p.add_argument_group("content credentials (C2PA: every video says, signed, that AI made it and with what)")
+    _flag(
+        creds,
+        "--no-credentials",
+        "WAN_NO_CREDENTIALS",
+        False,
+        "save videos without content credentials",
+        action="store_true",
+    )
+    _flag(
+        creds,
+        "--credentials-cert",
+        "WAN_CREDENTIALS_CERT",
+        None,
+        "your organisation's signing certificate chain (PEM, the signing certificate first); without it a local "
+        "certificate is made once in ~/.config/wan-studio/credentials (validators show it as untrusted)",
+        metavar="FILE",
+    )
+    _flag(creds, "--credentials-key", "WAN_CREDENTIALS_KEY", None, "its private key (PEM, PKCS#8)", metavar="FILE")
+    _flag(
+        creds,
+        "--credentials-include-prompt",
+        "WAN_CREDENTIALS_INCLUDE_PROMPT",
+        False,
+        "also state the prompt in the credentials (off: prompts may be private; the settings file keeps them)",
+        action="store_true",
+    )
     refine = p.add_argument_group("prompt refinement")
     _flag(
         refine,
@@ -266,9 +293,10 @@ def launch_report(engine) -> list[str]:
     """What the terminal says about the launch model before anyone waits: it cannot load (why, and the fix), or a
     warning worth reading (no CUDA GPU for a real model, a download to come)."""
     state = engine.state()
+    lines = [engine.credentials.describe()] if engine.credentials.problem else []  # said once, here
     if state.state == "failed":
-        return [f"Model {state.model} cannot be used: {state.message.removeprefix(f'Model {state.model}: ')}"]
-    return [state.advice] if state.advice else []
+        return [*lines, f"Model {state.model} cannot be used: {state.message.removeprefix(f'Model {state.model}: ')}"]
+    return [*lines, state.advice] if state.advice else lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -284,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         notice = SHARE_WARNING
         print(f"WARNING: {SHARE_WARNING}", file=sys.stderr)
-    from engine import Engine, PromptRefiner, RefinerConfig, SpeedOptions, WeightOptions
+    from engine import CredentialOptions, Engine, PromptRefiner, RefinerConfig, SpeedOptions, WeightOptions
 
     model = default_model() if args.model == "auto" else args.model
     speed = SpeedOptions(
@@ -307,6 +335,12 @@ def main(argv: list[str] | None = None) -> None:
             transformer=args.transformer,
             transformer_2=args.transformer_2,
             text_encoder_device=args.text_encoder_device,
+        ),
+        credentials=CredentialOptions(
+            enabled=not args.no_credentials,
+            cert=args.credentials_cert,
+            key=args.credentials_key,
+            include_prompt=args.credentials_include_prompt,
         ),
     )
     for line in launch_report(engine):

@@ -64,6 +64,8 @@ _WHERE: dict[str, tuple[str, str]] = {
     "wordings": (".variations", "wordings"),
     "MAX_TAKES": (".variations", "MAX_TAKES"),
     "export_batch": (".export", "export_batch"),
+    "CredentialOptions": (".credentials", "CredentialOptions"),
+    "check_credentials": (".credentials", "check"),
     "batch_takes": (".export", "batch_takes"),
     "list_videos": (".gallery", "list_videos"),
     "read_settings": (".output", "read_settings"),

@@ -7,6 +7,7 @@ stages after loading live in generation.py; this module is the queue, loading an
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ import torch
 from . import events as ev
 from .adapters import Adapters
 from .catalog import ModelSpec, resolve_spec
+from .credentials import CredentialError, CredentialOptions, Credentials, facts_from_settings
 from .errors import ModelLoadError, OutputError, RequestError, StudioError
 from .generation import APP_VERSION, Cancelled, Loaded, decode, denoise, video_settings
 from .jobs import Job
@@ -97,12 +99,14 @@ class Engine:
         loras: str | Path = "loras",
         lora_presets: Path | None = None,
         weights: WeightOptions | None = None,
+        credentials: CredentialOptions | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.memory_requested = memory
         plan_memory(memory, torch.device("cpu"), {}, None, False)  # refuses an unknown mode at once
         self.speed = speed or SpeedOptions()  # applied at the next load (see engine/speed.py)
         self.weights = weights or WeightOptions()  # quantization and transformer files, applied at load (storage.py)
+        self.credentials = Credentials(credentials)  # the signer, set up once; its problem is said at launch
         self.outputs = Path(outputs)
         self.loras = LoraLibrary(loras, lora_presets)  # read on each use: files dropped in while it runs count
         self._activity = ""  # what the worker does besides loading (a LoRA download), for the header
@@ -591,7 +595,7 @@ class Engine:
             t_save = time.perf_counter()
             timings["total"] = time.perf_counter() - started
             settings["timings"] = timings
-            path = writer.finish(settings)
+            path = writer.finish(settings, self._signing(job, settings, writer.stem))
             writer = None
             timings["save"] = time.perf_counter() - t_save
             job.emit(ev.Done(job.id, str(path), settings, job.seed, dict(timings)))
@@ -643,6 +647,26 @@ class Engine:
         return self._loaded.adapters.use(
             job.valid.loras, lambda message: job.emit(ev.Loading(job.id, "lora", 0.0, message))
         )
+
+    def _signing(self, job: Job, settings: dict[str, Any], stem: str):
+        """The writer's sign step: content credentials for this video, or the record of why it is unsigned."""
+
+        def sign(source: Path, target: Path) -> dict[str, Any]:
+            record = self.credentials.unsigned()
+            if self.credentials.active:
+                image = job.valid.image
+                pixels = None if image is None else hashlib.sha256(image.tobytes()).hexdigest()
+                facts = facts_from_settings(settings, f"{stem}.mp4", pixels)
+                try:
+                    record = self.credentials.sign(source, target, facts, image)
+                except CredentialError as exc:
+                    record = {"signed": False, "reason": str(exc)}
+                    log.warning("job %s: saved without content credentials: %s", job.id, exc)
+            if not record["signed"]:
+                job.emit(ev.Notice(job.id, f"Saved without content credentials: {record['reason']}."))
+            return record
+
+        return sign
 
     def _oom_message(self, stage: str) -> str:
         mode = self._loaded.plan.mode if self._loaded else self.memory_requested

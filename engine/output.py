@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,7 @@ class VideoWriter:
         self.stem = stem
         token = f"{os.getpid()}.{time.monotonic_ns()}"  # the pid tells a restart whose partial file this is
         self.temp = folder / f".{stem}.{token}.partial.mp4"
+        self.signed_temp = folder / f".{stem}-signed.{token}.partial.mp4"  # the signed copy, before it replaces temp
         self.sidecar_temp = folder / f".{stem}.{token}.json.partial"
         meta = embedded_settings(settings)
         command = [
@@ -277,15 +279,24 @@ class VideoWriter:
         said = lines[-1] if lines else f"exit status {code}"
         return OutputError(f"The video could not be written: ffmpeg stopped ({said}).")
 
-    def finish(self, settings: dict[str, Any]) -> Path:
-        """Close the MP4, write the settings JSON beside it, and return the final video path.
+    def finish(self, settings: dict[str, Any], sign: Callable[[Path, Path], dict[str, Any]] | None = None) -> Path:
+        """Close the MP4, sign it, write the settings JSON beside it, and return the final video path.
 
         All or nothing: the MP4 and its settings are both complete and synced before either takes a final name, and
-        a failure on the way (a full disk) removes everything this writer made.
+        a failure on the way (a full disk) removes everything this writer made. `sign(source, target)` writes a
+        signed copy of the closed MP4 to target and returns the settings' "credentials" record; only a copy whose
+        record says signed replaces the unsigned file (still under its hidden name), so no half-signed file is ever
+        visible, and a signing failure leaves the video saved unsigned.
         """
         try:
             self._close_ffmpeg()
             _fsync(self.temp)
+            if sign is not None:
+                record = sign(self.temp, self.signed_temp)
+                if record.get("signed"):
+                    os.replace(self.signed_temp, self.temp)
+                self.signed_temp.unlink(missing_ok=True)
+                settings["credentials"] = record  # the caller's settings (its Done event) say it too
             with open(self.sidecar_temp, "w", encoding="utf-8") as f:
                 f.write(json.dumps(settings, ensure_ascii=False, indent=2, default=str))
                 f.flush()
@@ -313,6 +324,7 @@ class VideoWriter:
         self._proc.wait()
         self._reader.join(5)
         self.temp.unlink(missing_ok=True)
+        self.signed_temp.unlink(missing_ok=True)
         self.sidecar_temp.unlink(missing_ok=True)
 
 

@@ -15,6 +15,7 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory):
     """Tiny models are written once per session here, then loaded through from_pretrained like real ones."""
     path = os.environ.get("WAN_STUDIO_TEST_CACHE") or str(tmp_path_factory.mktemp("wan-cache"))
     os.environ["WAN_STUDIO_CACHE"] = path
+    os.environ["WAN_STUDIO_CONFIG"] = os.path.join(path, "config")  # the local signing key, never the user's
     return path
 
 

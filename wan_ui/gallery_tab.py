@@ -8,7 +8,17 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from engine import Engine, SavedVideo, StudioError, export_batch, find_video, in_batches, list_videos, set_mark
+from engine import (
+    Engine,
+    SavedVideo,
+    StudioError,
+    check_credentials,
+    export_batch,
+    find_video,
+    in_batches,
+    list_videos,
+    set_mark,
+)
 
 from .compare import MAX_COMPARE, MIN_COMPARE, compare_html
 
@@ -33,20 +43,27 @@ def describe(video: SavedVideo) -> str:
     r = video.request
     size = f"{r.get('width')}×{r.get('height')}, {r.get('frames')} frames at {r.get('fps')} fps"
     source = "from an image" if video.from_image else "from text"
-    return (
-        (
-            f"**{video.path.name}** · {when} · {video.model} ({source})  \n"
-            f"{size} · {r.get('steps')} steps · guidance {r.get('guidance')} · seed {r.get('seed')}\n\n"
-            f"> {video.prompt}"
-        )
-        + (
-            f"\n\nTake {video.batch.get('index')} of {video.batch.get('count')} of batch `{video.batch.get('id')}` "
-            f"(varied: {video.batch.get('varied')})"
-            if video.batch
-            else ""
-        )
-        + (f"\n\nMarked **{video.mark}**." if video.mark else "")
-    )
+    parts = [
+        f"**{video.path.name}** · {when} · {video.model} ({source})  \n"
+        f"{size} · {r.get('steps')} steps · guidance {r.get('guidance')} · seed {r.get('seed')}\n\n"
+        f"> {video.prompt}"
+    ]
+    if video.batch:
+        b = video.batch
+        parts.append(f"Take {b.get('index')} of {b.get('count')} of batch `{b.get('id')}` (varied: {b.get('varied')})")
+    if video.mark:
+        parts.append(f"Marked **{video.mark}**.")
+    parts.append(f"**Content credentials:** {credentials(video)}")
+    return "\n\n".join(parts)
+
+
+def credentials(video: SavedVideo) -> str:
+    """What the file's C2PA credentials say, and, when it was saved unsigned, why (from its settings)."""
+    found = check_credentials(video.path)
+    record = video.settings.get("credentials") or {}
+    if found.status == "none" and record.get("signed") is False and record.get("reason"):
+        return f"none: this video was saved unsigned ({record['reason']})."
+    return found.summary
 
 
 @dataclass
@@ -65,6 +82,8 @@ class GalleryTab:
     unmark: gr.Button
     export: gr.Button
     exported: gr.File
+    check: gr.File  # any MP4 dropped here has its credentials read
+    checked: gr.Markdown
     pick: gr.Dropdown  # 2-4 videos to compare
     compare: gr.Button
     view: gr.HTML
@@ -103,6 +122,12 @@ def build_gallery(engine: Engine) -> GalleryTab:
             exported = gr.File(label="Export", visible=False, elem_id="gallery-exported")
             with gr.Accordion("All settings", open=False):
                 settings = gr.JSON(label=None)
+            check = gr.File(
+                label="Check a video: drop any MP4 to read its content credentials",
+                file_types=[".mp4"],
+                elem_id="gallery-check",
+            )
+            checked = gr.Markdown("", elem_id="gallery-checked")
     with gr.Row():
         pick = gr.Dropdown(
             [],
@@ -116,7 +141,7 @@ def build_gallery(engine: Engine) -> GalleryTab:
     view = gr.HTML("", elem_id="gallery-compare-view")
     return GalleryTab(
         refresh, gallery, chosen, about, settings, reuse, gr.State([]), gr.State(None),
-        show, keep, reject, unmark, export, exported, pick, compare, view,
+        show, keep, reject, unmark, export, exported, check, checked, pick, compare, view,
     )  # fmt: skip
 
 
@@ -193,3 +218,11 @@ def wire_gallery(tab: GalleryTab, engine: Engine, opened: gr.Tab) -> None:
         return compare_html(videos)
 
     tab.compare.click(compare, tab.pick, tab.view, **private)
+
+    def check(path: str | None):
+        if not path:
+            return ""
+        result = check_credentials(path)
+        return f"**{result.status.capitalize()}.** {result.summary}"
+
+    tab.check.upload(check, tab.check, tab.checked, **private)
