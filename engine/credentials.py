@@ -304,7 +304,9 @@ def check(path: str | Path) -> CredentialCheck:
     except c2pa.C2paError as exc:
         if "ManifestNotFound" in type(exc).__name__ or "no JUMBF" in str(exc):
             return CredentialCheck("none", f"{path.name} carries no content credentials: nothing says how it was made.")
-        return CredentialCheck("unreadable", f"{path.name} is not an MP4 the credentials reader can parse.")
+        return CredentialCheck(
+            "unreadable", f"{path.name} is not a readable MP4 video (it may be damaged, or another kind of file)."
+        )
     active = (store.get("manifests") or {}).get(store.get("active_manifest") or "", {})
     info = active.get("signature_info") or {}
     signer = " / ".join(x for x in (info.get("common_name"), info.get("issuer")) if x) or "an unnamed signer"

@@ -222,7 +222,6 @@ def wire_gallery(tab: GalleryTab, engine: Engine, opened: gr.Tab) -> None:
     def check(path: str | None):
         if not path:
             return ""
-        result = check_credentials(path)
-        return f"**{result.status.capitalize()}.** {result.summary}"
+        return f"**Credentials check:** {check_credentials(path).summary}"
 
     tab.check.upload(check, tab.check, tab.checked, **private)
