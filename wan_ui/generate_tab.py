@@ -266,10 +266,10 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                 elem_id=f"{mode}-style",
             )
             loras = lora_picker.build(mode)
-            with gr.Accordion("Advanced", open=False):
+            with gr.Accordion("Advanced", open=False, elem_id=f"{mode}-advanced"):
                 negative = gr.Textbox(label="Negative prompt (what to avoid)", lines=2, max_lines=6)
                 with gr.Row():
-                    steps = gr.Slider(1, 100, step=1, label="Steps")
+                    steps = gr.Slider(1, 100, step=1, label="Steps", elem_id=f"{mode}-steps")
                     shift = gr.Slider(0.5, 20, step=0.5, label="Shift (noise schedule)")
                 with gr.Row():
                     guidance = gr.Slider(0, 20, step=0.5, label="Guidance")

@@ -21,6 +21,10 @@ def page(browser, app):
 def test_a_prompt_shows_a_live_preview_then_a_playable_video(page):
     shot(page, "01-text-to-video")
     page.fill("#t2v-prompt textarea", "a kite over a windy beach")
+    page.click("#t2v-advanced")
+    # enough steps that the video comes well after the first preview, even on a loaded 2-core CI machine
+    page.fill("#t2v-steps input[type=number]", "40")
+    page.press("#t2v-steps input[type=number]", "Enter")
     page.click("#t2v-generate")
     page.wait_for_selector("#t2v-preview img")
     assert page.locator("#t2v-video video").count() == 0, "the video arrived before any preview"
