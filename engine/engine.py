@@ -7,7 +7,6 @@ stages after loading live in generation.py; this module is the queue, loading an
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import threading
 import time
@@ -22,10 +21,10 @@ import torch
 from . import events as ev
 from .adapters import Adapters
 from .catalog import ModelSpec, resolve_spec
-from .credentials import CredentialError, CredentialOptions, Credentials, facts_from_settings
+from .credentials import CredentialOptions, Credentials
 from .errors import ModelLoadError, OutputError, RequestError, StudioError
-from .generation import APP_VERSION, Cancelled, Loaded, decode, denoise, video_settings
-from .jobs import Job
+from .generation import APP_VERSION, Cancelled, Loaded, decode, denoise, signing, video_settings
+from .jobs import Job, turn_order
 from .loading import ModelFolder, check_weights, component_dtypes, load_pipeline, open_model
 from .lora_hub import fetch, missing_download
 from .loras import LoraLibrary, recommend
@@ -52,7 +51,7 @@ from .placement import Placement, disk_free, host_ram_available, plan_placement
 from .readiness import advice, cannot_load
 from .refine import PromptRefiner, RefineError
 from .request import GenerationRequest, ValidRequest, validate
-from .single_file import SingleFile, sha256
+from .single_file import SingleFile, hash_files
 from .speed import SpeedOptions, apply_compile, apply_speed, fp8_storage_supported
 from .storage import WeightOptions, record, refusal, summary
 from .tiny import cache_root
@@ -332,12 +331,19 @@ class Engine:
         with self._lock:  # re-entrant: submit_batch holds it across a batch
             if self._closed:
                 raise StudioError("The engine has shut down.")
-            ahead = len(self._pending) + (1 if self._running else 0)
-            job.position = ahead
             self._pending.append(job)
-            job.emit(ev.Queued(job.id, ahead))
+            self._report_positions(new=job)  # a new owner's job may start before batch takes already waiting
             self._lock.notify_all()
         return job
+
+    def _report_positions(self, new: Job | None = None) -> None:
+        """Tell each waiting job how many jobs start before it (the running one included), when that changed."""
+        running = 1 if self._running else 0
+        for index, waiting in enumerate(turn_order(self._pending, self._served)):
+            ahead = index + running
+            if waiting is new or waiting.position != ahead:
+                waiting.position = ahead
+                waiting.emit(ev.Queued(waiting.id, ahead))
 
     def _next_job(self) -> Job | None:
         with self._lock:
@@ -353,20 +359,13 @@ class Engine:
                 return None
             job = self._take_turn()
             self._running = job
-            for ahead, waiting in enumerate(self._pending, start=1):
-                if waiting.position != ahead:
-                    waiting.position = ahead
-                    waiting.emit(ev.Queued(waiting.id, ahead))
+            self._report_positions()
             return job
 
     def _take_turn(self) -> Job:
-        """The next job: the owner served least recently goes first, each owner's jobs in their order."""
-        order = {}
-        for index, job in enumerate(self._pending):
-            order.setdefault(job.owner, index)
-        first = min(order.values(), key=lambda i: (self._served.get(self._pending[i].owner, -1), i))
-        job = self._pending[first]
-        del self._pending[first]
+        """The next job by turn_order: owners take turns, each owner's jobs in their order."""
+        job = turn_order(self._pending, self._served)[0]
+        self._pending.remove(job)
         self._turns += 1
         self._served[job.owner] = self._turns
         if len(self._served) > 1000:  # forget owners with nothing waiting
@@ -469,7 +468,7 @@ class Engine:
             report("memory", 0.5, f"memory mode {plan.mode}: {plan.reason}; {placement.describe()}")
             log.info("memory mode %s: %s; %s (%s)", plan.mode, plan.reason, placement.describe(), placement.reason)
             targets = {n: self.device for n, w in placement.where.items() if w == "gpu" and self.device.type == "cuda"}
-            hashes = self._hash_files(files, report)
+            hashes = hash_files(files, cache_root() / "file-hashes.json", report)
             pipe = load_pipeline(spec, self.device, report, targets, model, self.weights, files)  # boundary: per job
             speed = apply_speed(pipe, self.speed, self.device)
             for notice in speed.notices:
@@ -498,17 +497,6 @@ class Engine:
         log.info("weights: %s", summary(storage))
         self._state, self._state_message = "ready", ""
         report("ready", 1.0, f"{spec.label} ready on {self.device_name()}")
-
-    def _hash_files(self, files: dict[str, SingleFile], report) -> dict[str, str]:
-        """Each transformer file's sha256 for the settings (remembered, so a file is hashed once)."""
-        hashes = {}
-        for name, file in files.items():
-            hashes[name] = sha256(
-                file.path,
-                cache_root() / "file-hashes.json",
-                lambda f, n=file.path.name: report("hash", 0.5, f"checking {n} (sha256, once per file) {f:.0%}"),
-            )
-        return hashes
 
     def _plan_load(
         self, spec: ModelSpec, model: ModelFolder, job: Job, files: dict[str, SingleFile]
@@ -595,7 +583,7 @@ class Engine:
             t_save = time.perf_counter()
             timings["total"] = time.perf_counter() - started
             settings["timings"] = timings
-            path = writer.finish(settings, self._signing(job, settings, writer.stem))
+            path = writer.finish(settings, signing(self.credentials, job, settings, writer.stem))
             writer = None
             timings["save"] = time.perf_counter() - t_save
             job.emit(ev.Done(job.id, str(path), settings, job.seed, dict(timings)))
@@ -647,26 +635,6 @@ class Engine:
         return self._loaded.adapters.use(
             job.valid.loras, lambda message: job.emit(ev.Loading(job.id, "lora", 0.0, message))
         )
-
-    def _signing(self, job: Job, settings: dict[str, Any], stem: str):
-        """The writer's sign step: content credentials for this video, or the record of why it is unsigned."""
-
-        def sign(source: Path, target: Path) -> dict[str, Any]:
-            record = self.credentials.unsigned()
-            if self.credentials.active:
-                image = job.valid.image
-                pixels = None if image is None else hashlib.sha256(image.tobytes()).hexdigest()
-                facts = facts_from_settings(settings, f"{stem}.mp4", pixels)
-                try:
-                    record = self.credentials.sign(source, target, facts, image)
-                except CredentialError as exc:
-                    record = {"signed": False, "reason": str(exc)}
-                    log.warning("job %s: saved without content credentials: %s", job.id, exc)
-            if not record["signed"]:
-                job.emit(ev.Notice(job.id, f"Saved without content credentials: {record['reason']}."))
-            return record
-
-        return sign
 
     def _oom_message(self, stage: str) -> str:
         mode = self._loaded.plan.mode if self._loaded else self.memory_requested

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ import torch
 from . import events as ev
 from .adapters import Adapters
 from .catalog import ModelSpec
+from .credentials import CredentialError, Credentials, facts_from_settings
 from .decode import denormalize, stream_decode
 from .jobs import Job
 from .memory import ExpertSwitch, MemoryPlan, set_vae_tiling, vae_tiling_reason
@@ -30,6 +33,7 @@ from .speed import SpeedState
 from .views import CALLBACK_TENSORS, pipeline_view
 
 APP_VERSION = "0.1.0"
+log = logging.getLogger("wan_studio.engine")
 
 
 class Cancelled(Exception):
@@ -199,6 +203,28 @@ def video_settings(
         "timings": dict(timings),
         "versions": {"torch": torch.__version__, "diffusers": version("diffusers")},
     }
+
+
+def signing(credentials: Credentials, job: Job, settings: dict[str, Any], stem: str) -> Callable[[Path, Path], dict]:
+    """The writer's sign step (VideoWriter.finish): content credentials for this video, or the record of why it is
+    saved unsigned, said to the job as a notice."""
+
+    def sign(source: Path, target: Path) -> dict[str, Any]:
+        record = credentials.unsigned()
+        if credentials.active:
+            image = job.valid.image
+            pixels = None if image is None else hashlib.sha256(image.tobytes()).hexdigest()
+            facts = facts_from_settings(settings, f"{stem}.mp4", pixels)
+            try:
+                record = credentials.sign(source, target, facts, image)
+            except CredentialError as exc:
+                record = {"signed": False, "reason": str(exc)}
+                log.warning("job %s: saved without content credentials: %s", job.id, exc)
+        if not record["signed"]:
+            job.emit(ev.Notice(job.id, f"Saved without content credentials: {record['reason']}."))
+        return record
+
+    return sign
 
 
 @functools.cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .events import TERMINAL, Event, Preview
@@ -92,3 +92,26 @@ class Job:
     def history(self) -> list[Event]:
         with self._cond:
             return list(self._events)
+
+
+def turn_order(pending: Sequence[Job], served: Mapping[str, int]) -> list[Job]:
+    """The order waiting jobs will start in if nothing else arrives: owners take turns, the one served least
+    recently first (never served: first of all, in arrival order), each owner's jobs in their own order.
+
+    `served` maps an owner to the turn it was last served. Pure, so positions shown to users follow the same rule
+    the queue runs by.
+    """
+    last = dict(served)
+    turn = max(last.values(), default=0)
+    queue = list(pending)
+    order: list[Job] = []
+    while queue:
+        firsts: dict[str, int] = {}
+        for index, job in enumerate(queue):
+            firsts.setdefault(job.owner, index)
+        chosen = min(firsts.values(), key=lambda i: (last.get(queue[i].owner, -1), i))
+        job = queue.pop(chosen)
+        turn += 1
+        last[job.owner] = turn
+        order.append(job)
+    return order

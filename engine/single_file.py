@@ -240,6 +240,18 @@ def sha256(path: Path, cache: Path, report=None) -> str:
     return known[key]
 
 
+def hash_files(files: dict[str, SingleFile], cache: Path, report) -> dict[str, str]:
+    """Each transformer file's sha256 for the settings, with progress through report(stage, fraction, message)."""
+    hashes = {}
+    for name, file in files.items():
+
+        def progress(fraction: float, label: str = file.path.name) -> None:
+            report("hash", 0.5, f"checking {label} (sha256, once per file) {fraction:.0%}")
+
+        hashes[name] = sha256(file.path, cache, progress)
+    return hashes
+
+
 def load(file: SingleFile, cls, folder: Path, name: str, dtype: torch.dtype, quantization=None):
     """The transformer from the file through diffusers' from_single_file, onto the CPU (placement moves it).
 

@@ -220,3 +220,42 @@ def test_a_take_reused_from_its_settings_is_a_single_request(make_engine):
 
 def run_single(engine, request):
     return engine.submit(request).wait(300)
+
+
+def test_turns_alternate_between_owners_and_keep_each_owners_order():
+    from engine.jobs import Job, turn_order
+
+    def job(owner: str) -> Job:
+        made = Job("generate")
+        made.owner = owner
+        return made
+
+    a1, a2, a3, b1, b2, c1 = job("a"), job("a"), job("a"), job("b"), job("b"), job("c")
+    assert turn_order([a1, a2, a3, b1, b2, c1], {}) == [a1, b1, c1, a2, b2, a3]
+    assert turn_order([a2, a3, b1], {"a": 1}) == [b1, a2, a3]  # a was just served: b goes first
+
+
+def test_a_new_clients_job_is_told_it_starts_before_a_waiting_batch(make_engine):
+    import threading
+
+    from engine import Queued
+
+    engine = make_engine()
+    running, release = threading.Event(), threading.Event()
+
+    def hold_the_first_job(stage: str) -> None:
+        if stage == "load" and not running.is_set():
+            running.set()
+            release.wait(60)
+
+    engine.fault_injector = hold_the_first_job
+    batch = engine.submit_batch(plan_takes(base(prompt="client a"), count=3), owner="a")
+    assert running.wait(60)  # take 1 runs, takes 2 and 3 wait
+    single = engine.submit(base(prompt="client b"))
+    positions = lambda job: [e.position for e in job.history() if isinstance(e, Queued)]  # noqa: E731
+    assert positions(single) == [1]  # only the running take is ahead of it
+    assert positions(batch.jobs[1])[-1] == 2 and positions(batch.jobs[2])[-1] == 3
+    release.set()
+    finish(batch), single.wait(300)
+    oldest_first = sorted(list_videos(engine.outputs), key=lambda v: v.path.stat().st_mtime_ns)
+    assert [v.prompt[-1] for v in oldest_first] == ["a", "b", "a", "a"]
