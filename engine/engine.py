@@ -189,11 +189,7 @@ class Engine:
 
     def submit(self, request: GenerationRequest) -> Job:
         """Validate now (raises RequestError, ModelLoadError or OutputError) and queue the job."""
-        valid = self._validate(request)
-        if self._loaded is None and (blocked := self._cannot_load(self.spec)) is not None:
-            raise blocked
-        check_outputs_dir(self.outputs)
-        check_free_space(self.outputs, valid.request, self.min_free_bytes)
+        (valid,) = self._admit([request])
         return self._enqueue(Job("generate", valid))
 
     def submit_batch(self, requests: list[GenerationRequest], owner: str | None = None) -> Batch:
@@ -202,14 +198,7 @@ class Engine:
         The queue takes turns between owners (one client's batch does not hold back other clients' jobs): takes of
         one owner run in order, interleaved with everyone else's. Raises like submit().
         """
-        valid = [self._validate(r) for r in requests]
-        if self._loaded is None and (blocked := self._cannot_load(self.spec)) is not None:
-            raise blocked
-        check_outputs_dir(self.outputs)
-        first = valid[0].request
-        others = sum(estimate_video_bytes(v.request.width, v.request.height, v.request.frames) for v in valid[1:])
-        check_free_space(self.outputs, first, self.min_free_bytes + others)  # room for every take
-        jobs = [Job("generate", v) for v in valid]
+        jobs = [Job("generate", v) for v in self._admit(requests)]
         for job in jobs:
             job.owner = owner or f"batch-{(job.valid.request.extra.get('batch') or {}).get('id', job.id)}"
         with self._lock:  # all or nothing: a shutdown between two takes must not leave half a batch queued
@@ -225,14 +214,23 @@ class Engine:
         For hosts where the GPU exists only inside one function call (Hugging Face ZeroGPU forks a process per
         call, and the worker thread is not in it); the caller serializes calls. Raises like submit().
         """
-        valid = self._validate(request)
-        check_outputs_dir(self.outputs)
-        check_free_space(self.outputs, valid.request, self.min_free_bytes)
+        (valid,) = self._admit([request], here=True)
         job = Job("generate", valid)
         job.emit(ev.Queued(job.id, 0))
         job.started.set()
         threading.Thread(target=self._run_generate, args=(job,), name=f"wan-studio-here-{job.id}", daemon=True).start()
         return job
+
+    def _admit(self, requests: list[GenerationRequest], here: bool = False) -> list[ValidRequest]:
+        """Every request validated, the model loadable (not asked `here`: on ZeroGPU only the GPU call has CUDA),
+        the outputs folder writable and its disk with room for all the videos. Raises before anything is queued."""
+        valid = [self._validate(r) for r in requests]
+        if not here and self._loaded is None and (blocked := self._cannot_load(self.spec)) is not None:
+            raise blocked
+        check_outputs_dir(self.outputs)
+        others = sum(estimate_video_bytes(v.request.width, v.request.height, v.request.frames) for v in valid[1:])
+        check_free_space(self.outputs, valid[0].request, self.min_free_bytes + others)  # room for every video
+        return valid
 
     def _cannot_load(self, spec: ModelSpec) -> ModelLoadError | None:
         """Known before loading: the model needs what this machine lacks, or the weight options cannot work here."""

@@ -149,11 +149,12 @@ class ModelFolder:
                     sizes[name] = files[name].planned_bytes(dtype)
                     largest = max(largest, files[name].path.stat().st_size)
                     continue
-                sizes[name], big = stored_bytes(self.path / name, dtypes.get(name))
-                if (kind := options.kind_for(name)) != "none":
-                    shapes = {
-                        k: tuple(e["shape"]) for f in weight_files(self.path / name) for k, e in read_header(f).items()
-                    }
+                if (kind := options.kind_for(name)) == "none":
+                    sizes[name], big = stored_bytes(self.path / name, dtypes.get(name))
+                else:
+                    paths = weight_files(self.path / name)
+                    big = max((p.stat().st_size for p in paths), default=0)
+                    shapes = {k: tuple(e["shape"]) for p in paths for k, e in read_header(p).items()}
                     linear = linear_weights(component_class(*self.entries[name]), self.path / name)
                     sizes[name] = quantized_bytes(shapes, linear, kind, dtype)
             except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:

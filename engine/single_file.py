@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .errors import ModelLoadError
-from .weights import read_header
+from .weights import header_and_data_start
 
 _FLOAT_GGUF = ("F32", "F16", "BF16")
 _ORIG_SHAPE = "comfy.gguf.orig_shape."  # GGUF holds at most 4 dims; converters keep the real shape here
@@ -61,10 +61,7 @@ class SingleFile:
             if stored is not None:
                 total += stored
             else:
-                numel = 1
-                for n in shape:
-                    numel *= int(n)
-                total += numel * size
+                total += math.prod(shape) * size
         return total
 
 
@@ -92,11 +89,9 @@ def _read_gguf(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str], 
 
 
 def _read_safetensors(path: Path) -> dict[str, tuple[int, ...]]:
-    header = read_header(path)
+    header, start = header_and_data_start(path)
     end = max((int(e["data_offsets"][1]) for e in header.values()), default=0)
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-    if path.stat().st_size < 8 + length + end:
+    if path.stat().st_size < start + end:
         raise ValueError("the file is shorter than its header says (an incomplete download)")
     return {name: tuple(int(n) for n in e["shape"]) for name, e in header.items()}
 

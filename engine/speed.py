@@ -19,13 +19,12 @@ from typing import Any
 import torch
 
 from .flags import ATTENTION_BACKENDS
-from .storage import describe
+from .storage import TRANSFORMERS, describe
 
 log = logging.getLogger("wan_studio.speed")
 
 # Our names -> diffusers attention dispatcher names (diffusers.models.attention_dispatch.AttentionBackendName).
 CACHES = ("first_block",)
-TRANSFORMERS = ("transformer", "transformer_2")
 
 
 @dataclass(frozen=True)

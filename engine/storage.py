@@ -9,6 +9,7 @@ model settings, and applied at load like the memory mode. This module also says 
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -167,9 +168,7 @@ def quantized_bytes(shapes: dict[str, tuple[int, ...]], linear: set[str], kind: 
     size = torch.empty((), dtype=dtype).element_size()
     total = 0
     for name, shape in shapes.items():
-        numel = 1
-        for n in shape:
-            numel *= int(n)
+        numel = math.prod(int(n) for n in shape)
         if kind != "none" and name in linear and len(shape) == 2:
             total += numel + int(shape[0]) * _INT8_SCALE_BYTES
         else:

@@ -30,13 +30,18 @@ def weight_files(component: Path) -> list[Path]:
 
 def read_header(path: Path) -> dict:
     """The JSON header of a safetensors file (names, dtypes, shapes), without reading any tensor data."""
+    return header_and_data_start(path)[0]
+
+
+def header_and_data_start(path: Path) -> tuple[dict, int]:
+    """(the header, the byte offset where tensor data starts): data_offsets in the header count from there."""
     with open(path, "rb") as f:
         (length,) = struct.unpack("<Q", f.read(8))
         if length > 100 * 2**20:
             raise ValueError(f"{path.name} has an implausible safetensors header")
         header = json.loads(f.read(length))
     header.pop("__metadata__", None)
-    return header
+    return header, 8 + length
 
 
 def stored_bytes(component: Path, dtype: torch.dtype | None) -> tuple[int, int]:

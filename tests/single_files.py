@@ -34,6 +34,15 @@ _TO_ORIGINAL = (
 )
 
 
+def tiny_model_transformer(model: str, name: str = "transformer") -> torch.nn.Module:
+    """A tiny catalog model's transformer (or expert), as its folder stores it: the weights the files are made of."""
+    from diffusers import WanTransformer3DModel
+
+    from engine.tiny import ensure_tiny
+
+    return WanTransformer3DModel.from_pretrained(str(ensure_tiny(model)), subfolder=name)
+
+
 def original_name(name: str) -> str:
     for ours, theirs in _TO_ORIGINAL:
         name = name.replace(ours, theirs)

@@ -15,7 +15,7 @@ from engine.loading import load_pipeline, open_model
 from engine.memory import plan_memory
 from engine.storage import describe
 from engine.tiny import ensure_tiny
-from tests.single_files import write_gguf, write_safetensors
+from tests.single_files import tiny_model_transformer, write_gguf, write_safetensors
 
 SPECS = builtin_specs()
 CPU = torch.device("cpu")
@@ -39,18 +39,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def transformer(model: str, name: str = "transformer"):
-    from diffusers import WanTransformer3DModel
-
-    return WanTransformer3DModel.from_pretrained(str(ensure_tiny(model)), subfolder=name)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Tiny transformer files in every layout, for the 5B-style model and the MoE experts."""
     root = tmp_path_factory.mktemp("transformer-files")
-    ti2v = transformer("tiny-ti2v")
-    high, low = transformer("tiny-t2v-moe"), transformer("tiny-t2v-moe", "transformer_2")
+    ti2v = tiny_model_transformer("tiny-ti2v")
+    high, low = tiny_model_transformer("tiny-t2v-moe"), tiny_model_transformer("tiny-t2v-moe", "transformer_2")
     return {
         "original": write_safetensors(root / "wan-original.safetensors", ti2v, "original"),
         "comfyui": write_safetensors(root / "wan-comfyui.safetensors", ti2v, "comfyui"),

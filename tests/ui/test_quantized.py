@@ -6,16 +6,8 @@ from __future__ import annotations
 import pytest
 from gradio_client.exceptions import AppError
 
-from tests.single_files import write_gguf
+from tests.single_files import tiny_model_transformer, write_gguf
 from tests.ui.conftest import own_studio_page, shot, start_app, stop_app
-
-
-def tiny_transformer(model: str):
-    from diffusers import WanTransformer3DModel
-
-    from engine.tiny import ensure_tiny
-
-    return WanTransformer3DModel.from_pretrained(str(ensure_tiny(model)), subfolder="transformer")
 
 
 def generate(app, **kw) -> tuple[str, dict]:
@@ -27,7 +19,9 @@ def generate(app, **kw) -> tuple[str, dict]:
 
 @pytest.fixture(scope="module")
 def gguf_file(tmp_path_factory):
-    return write_gguf(tmp_path_factory.mktemp("gguf") / "wan-tiny-Q8_0.gguf", tiny_transformer("tiny-ti2v"), "Q8_0")
+    return write_gguf(
+        tmp_path_factory.mktemp("gguf") / "wan-tiny-Q8_0.gguf", tiny_model_transformer("tiny-ti2v"), "Q8_0"
+    )
 
 
 def test_a_studio_started_with_a_gguf_transformer_and_an_int8_text_encoder_generates_and_records_them(
