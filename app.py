@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engine.flags import (  # no torch: --help answers at once
     ATTENTION_BACKENDS,
+    FILE_NAMINGS,
     MEMORY_MODES,
     QUANTIZE_TYPES,
     REFINE_BACKENDS,
@@ -121,6 +122,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         None,
         "a JSON file of published LoRAs to fetch by name, in the form of presets/loras.json (a team's own Hub "
         "LoRAs); default: presets/loras.json",
+    )
+    _flag(
+        p,
+        "--filenames",
+        "WAN_FILENAMES",
+        "prompt",
+        "how finished videos are named: prompt = time, seed and the prompt's first words (whoever gets the file "
+        "reads them); plain = time, seed and a counter",
+        choices=FILE_NAMINGS,
     )
     _flag(p, "--queue-size", "WAN_QUEUE_SIZE", 16, "jobs that may wait behind the running one", type=int)
     _flag(p, "--max-upload", "WAN_MAX_UPLOAD", "25mb", "largest file a user may upload")
@@ -342,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
             key=args.credentials_key,
             include_prompt=args.credentials_include_prompt,
         ),
+        filenames=args.filenames,
     )
     for line in launch_report(engine):
         print(f"Wan Studio: {line}", file=sys.stderr, flush=True)

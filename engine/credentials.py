@@ -217,7 +217,8 @@ def manifest(facts: dict[str, Any], include_prompt: bool) -> dict[str, Any]:
         generation["input_image"] = facts["image"]
     return {
         "claim_generator_info": [generator],
-        "title": facts.get("title", "video.mp4"),
+        # the file name may carry a slug of the prompt (--filenames prompt): the title does only when the prompt may
+        "title": facts.get("title" if include_prompt else "plain_title") or "video.mp4",
         "format": "video/mp4",
         "assertions": [
             {
@@ -238,8 +239,12 @@ def manifest(facts: dict[str, Any], include_prompt: bool) -> dict[str, Any]:
     }
 
 
-def facts_from_settings(settings: dict[str, Any], title: str, image_sha256: str | None = None) -> dict[str, Any]:
-    """What the manifest states, from the video's settings: the model, LoRAs (name, files' sha256), storage."""
+def facts_from_settings(
+    settings: dict[str, Any], title: str, image_sha256: str | None = None, plain_title: str | None = None
+) -> dict[str, Any]:
+    """What the manifest states, from the video's settings: the model, LoRAs (name, files' sha256), storage.
+
+    `title` is the file name; `plain_title` the same name without the prompt's slug (time, seed and a counter)."""
     loras = [
         {"name": item.get("name"), "files": {k: f.get("sha256") for k, f in (item.get("files") or {}).items()}}
         for item in settings.get("loras") or []
@@ -260,6 +265,7 @@ def facts_from_settings(settings: dict[str, Any], title: str, image_sha256: str 
         "prompt": (settings.get("request") or {}).get("prompt"),
         "image": None if not image else {**image, "sha256": image_sha256},
         "title": title,
+        "plain_title": plain_title,
     }
 
 

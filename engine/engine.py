@@ -23,6 +23,7 @@ from .adapters import Adapters
 from .catalog import ModelSpec, resolve_spec
 from .credentials import CredentialOptions, Credentials
 from .errors import ModelLoadError, OutputError, RequestError, StudioError
+from .flags import FILE_NAMINGS
 from .generation import APP_VERSION, Cancelled, Loaded, decode, denoise, signing, video_settings
 from .jobs import Job, turn_order
 from .loading import ModelFolder, check_weights, component_dtypes, load_pipeline, open_model
@@ -99,6 +100,7 @@ class Engine:
         lora_presets: Path | None = None,
         weights: WeightOptions | None = None,
         credentials: CredentialOptions | None = None,
+        filenames: str = "prompt",
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.memory_requested = memory
@@ -107,6 +109,9 @@ class Engine:
         self.weights = weights or WeightOptions()  # quantization and transformer files, applied at load (storage.py)
         self.credentials = Credentials(credentials)  # the signer, set up once; its problem is said at launch
         self.outputs = Path(outputs)
+        if filenames not in FILE_NAMINGS:
+            raise ValueError(f"filenames must be one of {', '.join(FILE_NAMINGS)}, got {filenames!r}")
+        self.filenames = filenames  # what a video's file name carries: a slug of the prompt, or time/seed/counter
         self.loras = LoraLibrary(loras, lora_presets)  # read on each use: files dropped in while it runs count
         self._activity = ""  # what the worker does besides loading (a LoRA download), for the header
         self.host_ram = host_ram  # RAM the loader may plan for (bytes); None: what the OS reports available now
@@ -575,13 +580,15 @@ class Engine:
             stage = "decoding"
             self._checkpoint(job, "decode")
             settings = video_settings(loaded, job, spec, self.device_name(), timings, sampling, lora_record)
-            writer, timings["decode"] = decode(loaded, job, latents, settings, self.outputs, self._checkpoint)
+            writer, timings["decode"] = decode(
+                loaded, job, latents, settings, self.outputs, self._checkpoint, self.filenames
+            )
             stage = "saving the video"
             self._checkpoint(job, "save")
             t_save = time.perf_counter()
             timings["total"] = time.perf_counter() - started
             settings["timings"] = timings
-            path = writer.finish(settings, signing(self.credentials, job, settings, writer.stem))
+            path = writer.finish(settings, signing(self.credentials, job, settings, writer))
             writer = None
             timings["save"] = time.perf_counter() - t_save
             job.emit(ev.Done(job.id, str(path), settings, job.seed, dict(timings)))

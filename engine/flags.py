@@ -13,3 +13,4 @@ ATTENTION_BACKENDS: dict[str, str] = {
 REFINE_BACKENDS = ("rules", "local", "openai")
 QUANTIZE_TYPES = ("none", "int8", "fp8")  # quantize on load (engine/storage.py)
 TEXT_ENCODER_DEVICES = ("auto", "cpu")
+FILE_NAMINGS = ("prompt", "plain")  # how finished videos are named (output.video_stems)

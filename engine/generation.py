@@ -25,7 +25,7 @@ from .credentials import CredentialError, Credentials, facts_from_settings
 from .decode import denormalize, stream_decode
 from .jobs import Job
 from .memory import ExpertSwitch, MemoryPlan, set_vae_tiling, vae_tiling_reason
-from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug, to_uint8
+from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, to_uint8, video_stems
 from .pipeline_call import encode_on_cpu, pipeline_kwargs, prepare_call, sampling_settings
 from .placement import Placement
 from .preview import denoised_estimate, latents_to_rgb
@@ -136,9 +136,16 @@ def denoise(
 
 
 def decode(
-    loaded: Loaded, job: Job, latents: torch.Tensor, settings: dict, outputs: Path, checkpoint: Checkpoint
+    loaded: Loaded,
+    job: Job,
+    latents: torch.Tensor,
+    settings: dict,
+    outputs: Path,
+    checkpoint: Checkpoint,
+    filenames: str = "prompt",
 ) -> tuple[VideoWriter, float]:
-    """Decode chunk by chunk straight into a hidden partial MP4 (VideoWriter.finish moves it into place)."""
+    """Decode chunk by chunk straight into a hidden partial MP4 (VideoWriter.finish moves it into place);
+    `filenames` picks the name (output.video_stems)."""
     from diffusers.utils.torch_utils import get_module_execution_device
 
     r = job.valid.request
@@ -147,8 +154,8 @@ def decode(
     t0 = time.perf_counter()
     z = denormalize(vae, latents.to(get_module_execution_device(vae), vae.dtype))
     folder = check_outputs_dir(outputs)
-    stem = f"{_dt.datetime.now():%Y%m%d-%H%M%S}_{r.seed}_{slug(r.prompt)}"
-    writer = VideoWriter(folder, stem, r.width, r.height, r.fps, settings)
+    stems = video_stems(_dt.datetime.now(), r.seed, job.id, r.prompt)
+    writer = VideoWriter(folder, stems[filenames], r.width, r.height, r.fps, settings, plain_stem=stems["plain"])
     try:
         total = z.shape[2]
         start = 0
@@ -205,7 +212,7 @@ def video_settings(
     }
 
 
-def signing(credentials: Credentials, job: Job, settings: dict[str, Any], stem: str) -> Callable[[Path, Path], dict]:
+def signing(credentials: Credentials, job: Job, settings: dict[str, Any], writer: VideoWriter) -> Callable[..., dict]:
     """The writer's sign step (VideoWriter.finish): content credentials for this video, or the record of why it is
     saved unsigned, said to the job as a notice."""
 
@@ -214,7 +221,7 @@ def signing(credentials: Credentials, job: Job, settings: dict[str, Any], stem: 
         if credentials.active:
             image = job.valid.image
             pixels = None if image is None else hashlib.sha256(image.tobytes()).hexdigest()
-            facts = facts_from_settings(settings, f"{stem}.mp4", pixels)
+            facts = facts_from_settings(settings, f"{writer.stem}.mp4", pixels, f"{writer.plain_stem}.mp4")
             try:
                 record = credentials.sign(source, target, facts, image)
             except CredentialError as exc:

@@ -2,7 +2,8 @@
 
 A LoRA is one .safetensors file, or a folder holding a high-noise and a low-noise file for the two A14B experts
 (as the distilled pairs ship). NAME.json beside the file (for a folder: NAME/NAME.json) is data, never code:
-{"models": [...], "triggers": [...], "recommended": {"steps": 4, "guidance": 1.0, ...}, "distilled": true}.
+{"models": [...], "triggers": [...], "recommended": {"steps": 4, "guidance": 1.0, ...}, "distilled": true}; the
+recommended settings may also sit at the top level. What it holds that the studio cannot read is said, not fatal.
 Known published LoRAs that are not downloaded yet come from presets/loras.json (lora_hub.py fetches them).
 """
 
@@ -38,6 +39,7 @@ class LoraEntry:
     recommended: dict[str, float] = field(default_factory=dict)
     distilled: bool = False  # a few-step LoRA: the page's "Fast" quality picks it
     problem: str = ""  # why it cannot be used (a pickle, a pair missing a half); "" when usable
+    notes: str = ""  # what of its NAME.json was ignored and why (a typo, a wrong type); it stays usable
     preset: dict[str, Any] | None = None  # Hub repo and files when it comes from presets/loras.json
     downloaded: bool = True
 
@@ -65,7 +67,7 @@ class LoraEntry:
             "distilled": self.distilled,
             "downloaded": self.downloaded,
             "usable": not self.problem,
-            "problem": self.problem,
+            "problem": self.problem or self.notes,
         }
 
 
@@ -99,31 +101,104 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+DATA_KEYS = ("models", "triggers", "recommended", "distilled", *RECOMMENDABLE)  # what a NAME.json may hold
+PRESET_KEYS = ("repo", "revision", "files")  # presets/loras.json adds where to fetch it from
+_said: set[str] = set()  # problems already logged: the folder is read on every use, the terminal hears each once
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """(data, problems) of a NAME.json: a file that cannot be read or parsed gives no data and says why."""
     if not path.is_file():
-        return {}
+        return {}, []
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring %s: %s", path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        return {}, [f"{path.name} could not be read ({reason}): its settings are ignored"]
+    except ValueError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}: " if isinstance(exc, json.JSONDecodeError) else ""
+        said = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        return {}, [f"{path.name} is not valid JSON ({where}{said}): its settings are ignored"]
+    if not isinstance(data, dict):
+        return {}, [f"{path.name} must hold one JSON object {{...}}: its settings are ignored"]
+    return data, []
 
 
-def _metadata(data: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a NAME.json (or a preset) the studio reads; anything else is ignored."""
-    recommended = {}
-    for key, value in (data.get("recommended") or {}).items():
-        if key in RECOMMENDABLE and isinstance(value, (int, float)) and not isinstance(value, bool):
-            recommended[key] = int(value) if key == "steps" else float(value)
-    models = data.get("models") or ()
-    triggers = data.get("triggers") or ()
+def _strings(key: str, value: Any, problems: list[str]) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if value is None or not all(isinstance(v, str) for v in items):
+        problems.append(f"“{key}” must be a word or a list of words, got {json.dumps(value)} (ignored)")
+        return ()
+    return tuple(items)
+
+
+def _recommended(key: str, value: Any, problems: list[str]) -> int | float | None:
+    """A recommended setting, or None (and a problem) when it is not a number of the right kind."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if key == "steps" and number and float(value).is_integer() and value >= 1:
+        return int(value)
+    if key != "steps" and number:
+        return float(value)
+    kind = "a whole number of steps" if key == "steps" else "a number"
+    problems.append(f"“{key}” must be {kind}, got {json.dumps(value)} (ignored)")
+    return None
+
+
+def _unknown(key: str, known: tuple[str, ...]) -> str:
+    import difflib  # only for the rare typo
+
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean “{close[0]}”?" if close else f"; the studio reads {', '.join(DATA_KEYS)}"
+    return f"unknown key “{key}” (ignored{hint})"
+
+
+def _metadata(data: dict[str, Any], extra_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of a NAME.json (or a preset) the studio reads, and `notes`: what it could not read, in words.
+
+    Recommended settings may sit at the top level or under "recommended" (people write both); a typo or a value of
+    the wrong type is ignored and said, never fatal: the LoRA stays usable.
+    """
+    problems: list[str] = []
+    known = (*DATA_KEYS, *extra_keys)
+    problems += [_unknown(key, known) for key in data if key not in known]
+    nested = data.get("recommended", {})
+    if not isinstance(nested, dict):
+        problems.append(f'“recommended” must be an object such as {{"steps": 4}}, got {json.dumps(nested)} (ignored)')
+        nested = {}
+    problems += [
+        _unknown(f"recommended.{key}", tuple(f"recommended.{k}" for k in RECOMMENDABLE))
+        for key in nested
+        if key not in RECOMMENDABLE
+    ]
+    recommended: dict[str, float] = {}
+    for key in RECOMMENDABLE:
+        for where, source in (("top level", data), ("recommended", nested)):
+            if key in source and (value := _recommended(key, source[key], problems)) is not None:
+                if key in recommended and recommended[key] != value:
+                    problems.append(f"“{key}” is given twice with different values; {where}'s {value:g} is used")
+                recommended[key] = value
+    distilled = data.get("distilled", False)
+    if not isinstance(distilled, bool):
+        problems.append(f"“distilled” must be true or false, got {json.dumps(distilled)} (ignored)")
+        distilled = False
     return {
-        "models": tuple(str(m) for m in (models if isinstance(models, (list, tuple)) else [models])),
-        "triggers": tuple(str(t) for t in (triggers if isinstance(triggers, (list, tuple)) else [triggers])),
+        "models": _strings("models", data["models"], problems) if "models" in data else (),
+        "triggers": _strings("triggers", data["triggers"], problems) if "triggers" in data else (),
         "recommended": recommended,
-        "distilled": bool(data.get("distilled", False)),
+        "distilled": distilled,
+        "notes": "; ".join(problems),
     }
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    """A LoRA's NAME.json as LoraEntry fields; its problems are logged once, in one line."""
+    data, problems = _read_json(path)
+    meta = _metadata(data)
+    notes = "; ".join(x for x in (*problems, meta["notes"] and f"{path.name}: {meta['notes']}") if x)
+    if notes and f"{path}:{notes}" not in _said:
+        _said.add(f"{path}:{notes}")
+        log.warning("LoRA %s: %s", path.stem, notes)
+    return {**meta, "notes": notes}
 
 
 def _folder_files(folder: Path) -> tuple[str, dict[str, Path], str]:
@@ -152,11 +227,11 @@ def scan_folder(folder: Path) -> dict[str, LoraEntry]:
         if path.name.startswith("."):
             continue
         if path.is_dir():
-            meta = _metadata(_read_json(path / f"{path.name}.json"))
+            meta = _read_metadata(path / f"{path.name}.json")
             kind, files, problem = _folder_files(path)
             entries[path.name] = LoraEntry(path.name, kind, files, problem=problem, **meta)
         elif path.suffix == ".safetensors":
-            meta = _metadata(_read_json(path.with_suffix(".json")))
+            meta = _read_metadata(path.with_suffix(".json"))
             entries[path.stem] = LoraEntry(path.stem, "file", {"file": path}, **meta)
         elif path.suffix.lower() in PICKLE_SUFFIXES and path.stem not in entries:
             problem = (
@@ -169,7 +244,11 @@ def scan_folder(folder: Path) -> dict[str, LoraEntry]:
 
 def load_presets(path: Path | None = None) -> dict[str, dict[str, Any]]:
     """presets/loras.json: the published LoRAs the studio can fetch by name."""
-    data = _read_json(path or PRESETS_DIR / "loras.json")
+    data, problems = _read_json(path or PRESETS_DIR / "loras.json")
+    for problem in problems:
+        if problem not in _said:
+            _said.add(problem)
+            log.warning("LoRA presets: %s", problem)
     return {name: item for name, item in (data.get("loras") or {}).items() if isinstance(item, dict)}
 
 
@@ -188,7 +267,8 @@ class LoraLibrary:
             target = self.folder / name
             kind = "pair" if "high" in preset.get("files", {}) else "file"
             files = {part: target / file for part, file in preset.get("files", {}).items()}
-            found[name] = LoraEntry(name, kind, files, preset=preset, downloaded=False, **_metadata(preset))
+            meta = _metadata(preset, PRESET_KEYS)
+            found[name] = LoraEntry(name, kind, files, preset=preset, downloaded=False, **meta)
         return found
 
     def listing(self) -> list[dict[str, Any]]:

@@ -48,6 +48,13 @@ def slug(prompt: str, max_len: int = 40) -> str:
     return out or "video"
 
 
+def video_stems(when: Any, seed: int, counter: int, prompt: str) -> dict[str, str]:
+    """The file-name stems a video may get, by --filenames choice: "prompt" adds a slug of the prompt (easy to find
+    in a folder, but anyone the file is sent to reads it); "plain" is time, seed and a counter only."""
+    plain = f"{when:%Y%m%d-%H%M%S}_{seed}_{counter:04d}"
+    return {"plain": plain, "prompt": f"{when:%Y%m%d-%H%M%S}_{seed}_{slug(prompt)}"}
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -194,11 +201,21 @@ class VideoWriter:
     so a write that failed, a full disk above all, is noticed and reported instead of renamed into place.
     """
 
-    def __init__(self, folder: Path, stem: str, width: int, height: int, fps: int, settings: dict[str, Any]):
+    def __init__(
+        self,
+        folder: Path,
+        stem: str,
+        width: int,
+        height: int,
+        fps: int,
+        settings: dict[str, Any],
+        plain_stem: str | None = None,
+    ):
         import imageio_ffmpeg
 
         self.folder = folder
         self.stem = stem
+        self.plain_stem = plain_stem or stem  # the name without the prompt (what the credentials' title uses)
         token = f"{os.getpid()}.{time.monotonic_ns()}"  # the pid tells a restart whose partial file this is
         self.temp = folder / f".{stem}.{token}.partial.mp4"
         self.signed_temp = folder / f".{stem}-signed.{token}.partial.mp4"  # the signed copy, before it replaces temp

@@ -188,7 +188,7 @@ class GenerateTab:
         if request.get("guidance_2") is not None:
             updates[self.guidance_2] = request["guidance_2"]
         names = lora_picker.names_in(request.get("loras"))
-        updates[self.loras.menu] = gr.update(choices=sorted(set(lora_picker.usable(listing)) | set(names)), value=names)
+        updates[self.loras.menu] = gr.update(choices=lora_picker.menu_choices(listing, names), value=names)
         updates[self.loras.strengths] = request.get("loras") or ""
         updates[self.loras.about] = lora_picker.about(listing, names)
         return updates

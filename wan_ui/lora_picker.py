@@ -55,6 +55,15 @@ def usable(listing: list[dict[str, Any]]) -> list[str]:
     return [item["name"] for item in listing if item["usable"] and item["fits"]]
 
 
+def menu_choices(listing: list[dict[str, Any]], keep: list[str] | None = None) -> list[tuple[str, str]]:
+    """(label, name) for the menu: the usable LoRAs (and names already chosen); one whose data file has a problem
+    says so beside its name (the block under the menu says what, once it is chosen)."""
+    items = {item["name"]: item for item in listing}
+    names = sorted(set(usable(listing)) | set(keep or []))
+    flagged = {n for n in names if n in items and items[n]["usable"] and items[n]["problem"]}
+    return [(f"{n} ⚠ check its settings file" if n in flagged else n, n) for n in names]
+
+
 def about(listing: list[dict[str, Any]], names: list[str], fast: str | None = None) -> str:
     """Trigger words and recommended settings of the chosen LoRAs, in one short block."""
     items = {item["name"]: item for item in listing}
@@ -73,6 +82,8 @@ def about(listing: list[dict[str, Any]], names: list[str], fast: str | None = No
         if not item["downloaded"]:
             said.append("downloaded on first use")
         lines.append(f"**{name}**: " + ("; ".join(said) if said else "no trigger words"))
+        if item["usable"] and item["problem"]:
+            lines.append(f"⚠ **{name}**'s settings file: {item['problem']}.")
     if fast:
         lines.insert(0, f"Fast: the 4-step LoRA **{fast}** does the work in a few steps without guidance.")
     return "  \n".join(lines)
@@ -80,7 +91,7 @@ def about(listing: list[dict[str, Any]], names: list[str], fast: str | None = No
 
 def model_updates(picker: LoraPicker, engine: Engine, spec: ModelSpec) -> dict[Any, Any]:
     """A new model: its LoRAs to choose from, nothing chosen."""
-    names = usable(engine.list_loras())
+    names = menu_choices(engine.list_loras())
     info = "NAME:HIGH:LOW (high-noise and low-noise expert)" if spec.moe else "NAME:STRENGTH"
     return {
         picker.menu: gr.update(choices=names, value=[]),
@@ -93,7 +104,7 @@ def wire(picker: LoraPicker, engine: Engine, spec_now, quality: gr.Radio) -> Non
     private = {"api_visibility": "private", "queue": False}
 
     def refresh(chosen: list[str]):
-        return gr.update(choices=sorted(set(usable(engine.list_loras())) | set(chosen or [])))
+        return gr.update(choices=menu_choices(engine.list_loras(), chosen))
 
     def chosen(names: list[str], text: str):
         names = list(names or [])

@@ -94,11 +94,50 @@ def test_every_video_carries_a_manifest_saying_ai_made_it_with_which_model(make_
     assert not any("content credentials" in n for n in notices)
 
 
-def test_the_prompt_stays_out_of_the_credentials_unless_asked(make_engine):
-    end, _ = make(make_engine())
-    assert "secret product launch" not in json.dumps(manifest_of(end.path)[0])
-    end, _ = make(make_engine(credentials=CredentialOptions(include_prompt=True)))
-    assert assertion(manifest_of(end.path)[0], GENERATION_LABEL)["prompt"] == "a secret product launch"
+PRIVATE_PROMPT = "Quixotic lighthouse zephyr marmalade"  # words no manifest would hold by chance
+
+
+def whole_store(path: str) -> str:
+    """Everything c2pa's Reader reports for the file (every manifest, ingredient and assertion), lower-cased."""
+    with open(path, "rb") as f:
+        return c2pa.Reader("video/mp4", f).json().lower()
+
+
+@pytest.mark.parametrize("with_image", [False, True], ids=["text to video", "image to video"])
+def test_no_word_of_the_prompt_is_anywhere_in_the_credentials_by_default(make_engine, tmp_path, with_image):
+    from PIL import Image
+
+    image = None
+    if with_image:
+        image = tmp_path / f"{PRIVATE_PROMPT.replace(' ', '-')}.png"  # a picture named after the prompt, too
+        Image.new("RGB", (64, 64), (20, 90, 160)).save(image)
+    end, _ = make(make_engine(), prompt=PRIVATE_PROMPT, image=None if image is None else str(image))
+    assert "quixotic-lighthouse" in Path(end.path).name  # the default file name carries it (README says so)
+    store = whole_store(end.path)
+    assert [word for word in PRIVATE_PROMPT.lower().split() if word in store] == []
+
+
+def test_the_prompt_and_the_named_title_are_in_the_credentials_when_asked(make_engine):
+    end, _ = make(make_engine(credentials=CredentialOptions(include_prompt=True)), prompt=PRIVATE_PROMPT)
+    manifest = manifest_of(end.path)[0]
+    assert assertion(manifest, GENERATION_LABEL)["prompt"] == PRIVATE_PROMPT
+    assert manifest["title"] == Path(end.path).name
+
+
+def test_plain_file_names_hold_time_seed_and_a_counter_only(make_engine):
+    engine = make_engine(filenames="plain")
+    first, _ = make(engine, prompt=PRIVATE_PROMPT)
+    second, _ = make(engine, prompt=PRIVATE_PROMPT)
+    for end in (first, second):
+        stamp, seed, counter = Path(end.path).stem.split("_")
+        assert len(stamp) == 15 and seed == "3" and counter.isdigit()
+        assert manifest_of(end.path)[0]["title"] == Path(end.path).name
+    assert first.path != second.path
+
+
+def test_an_unknown_file_naming_is_refused_at_once(make_engine):
+    with pytest.raises(ValueError, match="prompt, plain"):
+        make_engine(filenames="slug")
 
 
 def test_an_image_to_video_take_names_its_input_image_as_an_ingredient(make_engine, tmp_path):

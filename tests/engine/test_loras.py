@@ -123,6 +123,45 @@ def test_recommended_settings_fill_what_the_user_left_unset_and_say_so(make_engi
     assert done.settings["lora_recommended_applied"] == {"steps": 3, "guidance": 1.0, "shift": 3.0}
 
 
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"models": ["tiny-ti2v"], "steps": 3, "guidance": 1.0, "shift": 3.0},
+        {"models": ["tiny-ti2v"], "recommended": {"steps": 3, "guidance": 1.0, "shift": 3.0}},
+    ],
+    ids=["at the top level", "under recommended"],
+)
+def test_recommended_settings_apply_written_at_the_top_level_or_nested(make_engine, folder, meta):
+    write_lora(folder, "quick", lora_tensors(seed=5), meta)
+    job = make_engine(loras=folder).submit(request(loras="quick", steps=None))
+    assert (job.valid.request.steps, job.valid.request.guidance, job.valid.request.shift) == (3, 1.0, 3.0)
+    assert job.wait(300).settings["request"]["steps"] == 3
+
+
+def test_a_typo_in_a_loras_data_is_reported_and_changes_nothing_else(make_engine, folder, caplog):
+    write_lora(folder, "quick", lora_tensors(seed=5), {"step": 3, "guidance": "1.0", "shift": 3.0})
+    engine = make_engine(loras=folder)
+    with caplog.at_level("WARNING", logger="wan_studio.loras"):
+        item = next(i for i in engine.list_loras() if i["name"] == "quick")
+        engine.list_loras()  # read again: the terminal heard it once
+    assert item["usable"] and item["recommended"] == {"shift": 3.0}
+    assert "unknown key “step”" in item["problem"] and "did you mean “steps”?" in item["problem"]
+    assert "“guidance” must be a number, got \"1.0\"" in item["problem"]
+    assert [r.getMessage().count("step") > 0 for r in caplog.records] == [True]
+    job = engine.submit(request(loras="quick", steps=None))
+    assert (job.valid.request.steps, job.valid.request.shift) == (4, 3.0)  # the model's steps; the shift applies
+    assert isinstance(job.wait(300), Done)
+
+
+def test_a_lora_whose_json_does_not_parse_stays_usable_and_says_its_data_is_ignored(make_engine, folder):
+    (folder / "style.json").write_text('{"models": ["tiny-ti2v"], "triggers": ["zzstyle"],}', encoding="utf-8")
+    engine = make_engine(loras=folder)
+    item = next(i for i in engine.list_loras() if i["name"] == "style")
+    assert item["usable"] and item["triggers"] == []
+    assert item["problem"].startswith("style.json is not valid JSON (line 1") and "ignored" in item["problem"]
+    assert isinstance(engine.submit(request(loras="style")).wait(300), Done)
+
+
 def test_a_field_the_user_set_is_never_overridden_by_a_recommendation(make_engine, folder):
     write_lora(folder, "quick", lora_tensors(seed=5), {"recommended": {"steps": 3}})
     job = make_engine(loras=folder).submit(request(loras="quick", steps=2))

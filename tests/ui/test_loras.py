@@ -23,6 +23,7 @@ def moe_studio(tmp_path_factory):
     write_lora(loras, "style", lora_tensors(seed=1), {"triggers": ["zzstyle"], "models": ["tiny-t2v-moe"]})
     write_pair(loras, "duo", lora_tensors(seed=2), lora_tensors(seed=3))
     write_lora(loras, "quick", lora_tensors(seed=4), {"distilled": True, "recommended": {"steps": 2, "guidance": 1.0}})
+    write_lora(loras, "typo", lora_tensors(seed=5), {"models": ["tiny-t2v-moe"], "step": 2})
     app = start_app(root / "outputs", "--model", "tiny-t2v-moe", "--loras", str(loras))
     yield app
     stop_app(app)
@@ -33,6 +34,15 @@ def test_list_loras_returns_the_library_with_kind_models_and_recommendations(moe
     assert listing["style"]["kind"] == "file" and listing["style"]["triggers"] == ["zzstyle"]
     assert listing["duo"]["kind"] == "pair" and listing["duo"]["fits"]
     assert listing["quick"]["recommended"] == {"steps": 2, "guidance": 1.0}
+
+
+def test_a_typo_in_a_loras_data_is_said_in_list_loras_and_once_in_the_terminal(moe_studio):
+    for _ in range(2):
+        listing = {item["name"]: item for item in moe_studio.client().predict(api_name="/list_loras")}
+    assert listing["typo"]["usable"]
+    assert "unknown key “step” (ignored; did you mean “steps”?)" in listing["typo"]["problem"]
+    said = [line for line in moe_studio.log.read_text().splitlines() if "LoRA typo" in line]
+    assert len(said) == 1 and "Traceback" not in moe_studio.log.read_text()
 
 
 def test_text_to_video_takes_loras_with_a_strength_per_expert_and_records_them(moe_studio):
@@ -124,7 +134,8 @@ def test_the_page_picker_chooses_loras_with_strengths_and_the_fast_choice_uses_t
     context, page = open_page(browser, moe_studio.url)
     try:
         page.locator("#t2v-loras input").click()
-        page.get_by_role("option", name="style").click()
+        page.get_by_role("option", name="typo ⚠ check its settings file").wait_for()  # said beside the LoRA
+        page.get_by_role("option", name="style", exact=True).click()
         page.keyboard.press("Escape")
         strengths = page.locator("#t2v-lora-strengths textarea")
         strengths.wait_for()
