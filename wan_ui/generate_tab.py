@@ -112,43 +112,22 @@ class GenerateTab:
             *self.lora_controls,
         ]
 
+    @property
+    def typed_controls(self) -> list[Any]:
+        """The model-dependent controls a user types or picks in: a default never overwrites what was typed there."""
+        names = ("size", "duration", "quality", "negative", "steps", "guidance", "guidance_2", "shift", "frames")
+        names += ("fps", "width", "height", "loras.menu", "loras.strengths")
+        return [self.control(name) for name in names]
+
     def model_updates(self, spec: ModelSpec, engine: Engine) -> dict[Any, Any]:
         """Every control that depends on the model, set to that model's choices and defaults."""
-        ok = serves(self.mode, spec)
-        other = None if ok else counterpart(self.mode, spec)
-        need = (
-            f"**{TAB_NAMES[self.mode]} needs another model.** {spec.label} can't make "
-            f"{'videos from text alone' if self.mode == 't2v' else 'videos from an image'}."
-        )
-        lim = spec.limits
-        frames_low = lim.frames[0] + (1 - lim.frames[0]) % 4
-        return {
-            self.needs: gr.update(value=need, visible=not ok),
-            self.switch: gr.update(value=f"Switch to {other.id}" if other else "", visible=other is not None),
-            self.size: gr.update(
-                choices=choices.size_choices(spec),
-                value=choices.size_value(spec.width, spec.height),
-                info=SIZE_INFO[self.mode],
-            ),
-            self.duration: gr.update(choices=choices.duration_choices(spec), value=spec.frames, info=""),
-            self.quality: gr.update(value="standard"),
-            self.negative: gr.update(value=spec.negative_prompt),
-            self.steps: gr.update(minimum=lim.steps[0], maximum=lim.steps[1], value=spec.steps),
-            self.guidance: gr.update(minimum=lim.guidance[0], maximum=lim.guidance[1], value=spec.guidance),
-            self.guidance_2: gr.update(
-                minimum=lim.guidance[0],
-                maximum=lim.guidance[1],
-                value=spec.guidance_2 if spec.guidance_2 is not None else spec.guidance,
-                visible=spec.moe,
-            ),
-            self.shift: gr.update(minimum=lim.shift[0], maximum=lim.shift[1], value=spec.shift),
-            self.frames: gr.update(minimum=frames_low, maximum=lim.frames[1], value=spec.frames),
-            self.fps: gr.update(minimum=lim.fps[0], maximum=lim.fps[1], value=spec.fps),
-            self.width: gr.update(value=spec.width),
-            self.height: gr.update(value=spec.height),
-            self.generate: gr.update(interactive=ok),
-            **lora_picker.model_updates(self.loras, engine, spec),
-        }
+        settings = {**model_settings(self.mode, spec), **lora_picker.model_settings(engine, spec)}
+        return {self.control(name): gr.update(**kwargs) for name, kwargs in settings.items()}
+
+    def control(self, name: str) -> Any:
+        """A control by its name in model_settings ("steps", or "loras.menu")."""
+        part, _, inner = name.partition(".")
+        return getattr(getattr(self, part), inner) if inner else getattr(self, part)
 
     def unusable_updates(self) -> dict[Any, Any]:
         """No model can run (the launch model failed): Generate off, and the menus say why until one is chosen."""
@@ -200,6 +179,44 @@ class GenerateTab:
         return [n for n in lora_picker.names_in(request.get("loras")) if n not in known]
 
 
+def model_settings(mode: str, spec: ModelSpec) -> dict[str, dict[str, Any]]:
+    """The model-dependent controls' settings (value, choices, bounds, visibility) as keyword arguments: the page is
+    built with them, so it shows the launch model's defaults before it is interactive, and a model switch sends the
+    same ones as updates."""
+    ok = serves(mode, spec)
+    other = None if ok else counterpart(mode, spec)
+    need = (
+        f"**{TAB_NAMES[mode]} needs another model.** {spec.label} can't make "
+        f"{'videos from text alone' if mode == 't2v' else 'videos from an image'}."
+    )
+    lim = spec.limits
+    frames_low = lim.frames[0] + (1 - lim.frames[0]) % 4
+    return {
+        "needs": dict(value=need, visible=not ok),
+        "switch": dict(value=f"Switch to {other.id}" if other else "", visible=other is not None),
+        "size": dict(
+            choices=choices.size_choices(spec), value=choices.size_value(spec.width, spec.height), info=SIZE_INFO[mode]
+        ),
+        "duration": dict(choices=choices.duration_choices(spec), value=spec.frames, info=""),
+        "quality": dict(value="standard"),
+        "negative": dict(value=spec.negative_prompt),
+        "steps": dict(minimum=lim.steps[0], maximum=lim.steps[1], value=spec.steps),
+        "guidance": dict(minimum=lim.guidance[0], maximum=lim.guidance[1], value=spec.guidance),
+        "guidance_2": dict(
+            minimum=lim.guidance[0],
+            maximum=lim.guidance[1],
+            value=spec.guidance_2 if spec.guidance_2 is not None else spec.guidance,
+            visible=spec.moe,
+        ),
+        "shift": dict(minimum=lim.shift[0], maximum=lim.shift[1], value=spec.shift),
+        "frames": dict(minimum=frames_low, maximum=lim.frames[1], value=spec.frames),
+        "fps": dict(minimum=lim.fps[0], maximum=lim.fps[1], value=spec.fps),
+        "width": dict(value=spec.width),
+        "height": dict(value=spec.height),
+        "generate": dict(interactive=ok),
+    }
+
+
 def _number(value: Any) -> Any:
     return None if value is None or value == "" else value
 
@@ -207,9 +224,16 @@ def _number(value: Any) -> Any:
 def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> GenerateTab:
     """Lay out one generation tab and wire its events (inside an open gr.Tab)."""
     base = spec or builtin_specs()["tiny-ti2v"]
+    made = model_settings(mode, spec) if spec is not None else {}
+
+    def at(name: str, **kwargs: Any) -> dict[str, Any]:  # a control's own arguments, then the model's settings
+        return {**kwargs, **made.get(name, {})}
+
     with gr.Row(visible=True):
-        needs = gr.Markdown(visible=False, elem_classes=["needs-model"], elem_id=f"{mode}-needs")
-        switch = gr.Button(visible=False, size="sm", variant="secondary", scale=0, elem_id=f"{mode}-switch")
+        needs = gr.Markdown(**at("needs", visible=False, elem_classes=["needs-model"], elem_id=f"{mode}-needs"))
+        switch = gr.Button(
+            **at("switch", visible=False, size="sm", variant="secondary", scale=0, elem_id=f"{mode}-switch")
+        )
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
             image = None
@@ -244,19 +268,12 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                 )
                 dismiss_refined = gr.Button("Keep mine", size="sm")
             with gr.Row():
-                size = gr.Dropdown(
-                    label="Size",
-                    info=SIZE_INFO[mode] or None,
-                    scale=2,
-                )
-                duration = gr.Dropdown(label="Duration", scale=2)
+                size = gr.Dropdown(**at("size", label="Size", info=SIZE_INFO[mode] or None, scale=2))
+                duration = gr.Dropdown(**at("duration", label="Duration", scale=2))
             with gr.Row():
                 quality = gr.Radio(
                     [*choices.QUALITIES, (lora_picker.FAST_LABEL, lora_picker.FAST)],
-                    value="standard",
-                    label="Quality (steps)",
-                    scale=2,
-                    elem_id=f"{mode}-quality",
+                    **at("quality", value="standard", label="Quality (steps)", scale=2, elem_id=f"{mode}-quality"),
                 )
                 style = gr.Dropdown(choices.style_choices(), value="none", label="Style", scale=2)
             style_words = gr.Textbox(
@@ -265,30 +282,51 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                 placeholder="none",
                 elem_id=f"{mode}-style",
             )
-            loras = lora_picker.build(mode)
+            loras = lora_picker.build(mode, lora_picker.model_settings(engine, spec) if spec is not None else {})
             with gr.Accordion("Advanced", open=False, elem_id=f"{mode}-advanced"):
-                negative = gr.Textbox(label="Negative prompt (what to avoid)", lines=2, max_lines=6)
+                negative = gr.Textbox(
+                    **at(
+                        "negative",
+                        label="Negative prompt (what to avoid)",
+                        lines=2,
+                        max_lines=6,
+                        elem_id=f"{mode}-negative",
+                    )
+                )
                 with gr.Row():
-                    steps = gr.Slider(1, 100, step=1, label="Steps", elem_id=f"{mode}-steps")
-                    shift = gr.Slider(0.5, 20, step=0.5, label="Shift (noise schedule)")
+                    steps = gr.Slider(
+                        **at("steps", minimum=1, maximum=100, step=1, label="Steps", elem_id=f"{mode}-steps")
+                    )
+                    shift = gr.Slider(**at("shift", minimum=0.5, maximum=20, step=0.5, label="Shift (noise schedule)"))
                 with gr.Row():
-                    guidance = gr.Slider(0, 20, step=0.5, label="Guidance")
+                    guidance = gr.Slider(
+                        **at("guidance", minimum=0, maximum=20, step=0.5, label="Guidance", elem_id=f"{mode}-guidance")
+                    )
                     guidance_2 = gr.Slider(
-                        0, 20, step=0.5, label="Guidance, low-noise expert", elem_id=f"{mode}-advanced-guidance-2"
+                        **at(
+                            "guidance_2",
+                            minimum=0,
+                            maximum=20,
+                            step=0.5,
+                            label="Guidance, low-noise expert",
+                            elem_id=f"{mode}-advanced-guidance-2",
+                        )
                     )
                 with gr.Row():
-                    frames = gr.Slider(1, 241, step=4, label="Frames (4k+1)")
-                    fps = gr.Slider(1, 60, step=1, label="Frames per second")
+                    frames = gr.Slider(
+                        **at("frames", minimum=1, maximum=241, step=4, label="Frames (4k+1)", elem_id=f"{mode}-frames")
+                    )
+                    fps = gr.Slider(**at("fps", minimum=1, maximum=60, step=1, label="Frames per second"))
                 with gr.Row():
                     # no minimum here: the engine checks every number and says which and why in the status line
-                    width = gr.Number(label="Width", precision=0)
-                    height = gr.Number(label="Height", precision=0)
+                    width = gr.Number(**at("width", label="Width", precision=0, elem_id=f"{mode}-width"))
+                    height = gr.Number(**at("height", label="Height", precision=0, elem_id=f"{mode}-height"))
                 with gr.Row():
                     seed = gr.Number(label="Seed", value=-1, precision=0, info="-1 picks one at random")
                     randomize = gr.Checkbox(label="New random seed each run", value=True)
             variation_controls = variations_panel.build_controls(mode)
             with gr.Row():
-                generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}-generate")
+                generate = gr.Button("Generate", **at("generate", variant="primary", elem_id=f"{mode}-generate"))
                 stop = gr.Button("Stop", variant="stop", interactive=False, elem_id=f"{mode}-stop")
         with gr.Column(scale=6):
             status = gr.Markdown("Ready when you are.", elem_id=f"{mode}-status", elem_classes=["job-status"])

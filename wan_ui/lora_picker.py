@@ -24,16 +24,29 @@ class LoraPicker:
     about: gr.Markdown
 
 
-def build(mode: str) -> LoraPicker:
+def build(mode: str, made: dict[str, dict[str, Any]]) -> LoraPicker:
+    """made: model_settings for the launch model ({} when it cannot load)."""
     with gr.Row():
         menu = gr.Dropdown(
-            [], value=[], multiselect=True, label="LoRAs", scale=3, elem_id=f"{mode}-loras", allow_custom_value=False
+            **{
+                "choices": [],
+                "value": [],
+                **made.get("loras.menu", {}),
+                "multiselect": True,
+                "label": "LoRAs",
+                "scale": 3,
+                "elem_id": f"{mode}-loras",
+                "allow_custom_value": False,
+            }
         )
         strengths = gr.Textbox(
-            label="LoRA strengths",
-            info="NAME:STRENGTH; on the A14B models NAME:HIGH:LOW (high-noise and low-noise expert)",
-            scale=3,
-            elem_id=f"{mode}-lora-strengths",
+            **{
+                "info": "NAME:STRENGTH; on the A14B models NAME:HIGH:LOW (high-noise and low-noise expert)",
+                **made.get("loras.strengths", {}),
+                "label": "LoRA strengths",
+                "scale": 3,
+                "elem_id": f"{mode}-lora-strengths",
+            }
         )
     about = gr.Markdown("", elem_id=f"{mode}-lora-about")
     return LoraPicker(menu, strengths, about)
@@ -89,14 +102,13 @@ def about(listing: list[dict[str, Any]], names: list[str], fast: str | None = No
     return "  \n".join(lines)
 
 
-def model_updates(picker: LoraPicker, engine: Engine, spec: ModelSpec) -> dict[Any, Any]:
-    """A new model: its LoRAs to choose from, nothing chosen."""
-    names = menu_choices(engine.list_loras())
+def model_settings(engine: Engine, spec: ModelSpec) -> dict[str, dict[str, Any]]:
+    """A model's picker (names as the tab's control names): its LoRAs to choose from, nothing chosen."""
     info = "NAME:HIGH:LOW (high-noise and low-noise expert)" if spec.moe else "NAME:STRENGTH"
     return {
-        picker.menu: gr.update(choices=names, value=[]),
-        picker.strengths: gr.update(value="", info=info),
-        picker.about: "",
+        "loras.menu": dict(choices=menu_choices(engine.list_loras()), value=[]),
+        "loras.strengths": dict(value="", info=info),
+        "loras.about": dict(value=""),
     }
 
 

@@ -43,6 +43,17 @@ STORAGE_CHOICES = [
     ("fp8: half the memory, fp8 matmuls (RTX 40/50, H100…)", "fp8"),
 ]
 STATUS_EVERY_S = 0.5  # the header (state, queue) keeps up with the status line
+BUILT = "built:"  # `seen` before the page's first update: the model the page was built for
+# In the browser, when the page's first update brings another model's defaults (the model was switched after the
+# page was built): each control still holding the value it was built with takes the new default; one the user has
+# already typed in keeps what was typed. It runs in the page, so no typing between request and reply is lost.
+KEEP_TYPED_JS = """
+(pending, ...current) => {
+  if (!pending || !pending.now) return current;
+  return current.map((value, i) =>
+    JSON.stringify(value) === JSON.stringify(pending.built[i]) ? pending.now[i] : value);
+}
+"""
 
 
 def model_choices(engine: Engine) -> list[tuple[str, str]]:
@@ -92,7 +103,10 @@ def build(
             gr.Markdown(f"**Warning: {notice}**", elem_id="studio-notice")
         header = gr.Markdown(header_markdown(engine.state(), engine.queue_length()), elem_id="model-state")
         banner = gr.Markdown(tiny_banner(engine.state()), visible=engine.state().tiny, elem_id="tiny-banner")
-        seen = gr.State(None)  # the model this page's controls were last set for
+        # the model the page's controls were built for: the first update leaves them alone when it is still the one
+        # loaded, so nothing typed before that update arrives is overwritten by a default
+        seen = gr.State(f"{BUILT}{_page_key(engine)}")
+        defaults = gr.JSON(None, visible="hidden", elem_id="pending-defaults")  # KEEP_TYPED_JS's input
         with gr.Tabs() as tabs:
             with gr.Tab("Text to Video", id="t2v"):
                 t2v = build_tab("t2v", engine, runs, _spec(engine))
@@ -105,7 +119,7 @@ def build(
         build_api(engine, runs)
         build_refine_api(engine, refiner)
         generate_tabs = {"t2v": t2v, "i2v": i2v}
-        _wire_models(demo, engine, model, header, banner, seen, generate_tabs, storage)
+        _wire_models(demo, engine, model, header, banner, seen, generate_tabs, storage, defaults)
         wire_gallery(gallery, engine, gallery_tab)
         wire_refine(refine, engine, refiner, generate_tabs, tabs)
         _wire_reuse(engine, gallery, generate_tabs, tabs)
@@ -113,11 +127,20 @@ def build(
     return demo
 
 
+def _page_key(engine: Engine) -> str:
+    """Which model the page's controls are set for, and whether it can run (a failed one turns Generate off)."""
+    state = engine.state()
+    failed = state.state == "failed" and engine.pipeline is None  # a model that cannot load: nothing to run
+    return f"{state.model}|{'unusable' if failed else 'usable'}"
+
+
 def _model_outputs(tabs: dict[str, GenerateTab]) -> list[Any]:
     return [c for tab in tabs.values() for c in tab.model_outputs]
 
 
-def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[str, GenerateTab], storage) -> None:
+def _wire_models(
+    demo, engine: Engine, model, header, banner, seen, tabs: dict[str, GenerateTab], storage, defaults
+) -> None:
     controls = {"api_visibility": "private", "queue": False}  # status keeps coming when the queue is full
     outputs = [header, banner, model, storage, seen, *_model_outputs(tabs)]
 
@@ -128,8 +151,10 @@ def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[s
             banner: gr.update(value=tiny_banner(state), visible=state.tiny),
         }
         spec = _spec(engine)
-        failed = state.state == "failed" and engine.pipeline is None  # a model that cannot load: nothing to run
-        key = f"{state.model}|{'unusable' if failed else 'usable'}"
+        key = _page_key(engine)
+        failed = key.endswith("|unusable")
+        if not force and (last_seen or "").startswith(BUILT):  # the first update (first_state) has not come yet
+            return out
         if force or key != last_seen:
             out[seen] = key
             out[storage] = gr.update(value=engine.weights.quantize)
@@ -142,7 +167,34 @@ def _wire_models(demo, engine: Engine, model, header, banner, seen, tabs: dict[s
                     out.update(tab.unusable_updates())
         return out
 
-    demo.load(lambda: page_state(None, force=True), None, outputs, **controls)
+    typed = [c for tab in tabs.values() for c in tab.typed_controls]
+    built = [c.value for c in typed]  # what the page starts with, before anything is typed
+
+    def first_state(marker: str) -> dict[Any, Any]:
+        """The page's first update: nothing for the controls when the page was built for the loaded model; else
+        the new model's defaults, whose values go through KEEP_TYPED_JS so that nothing typed is overwritten."""
+        built_for = marker.removeprefix(BUILT)
+        out = page_state(built_for)
+        if seen not in out:
+            out[seen] = built_for
+            if built_for.endswith("|unusable"):  # built when the model had failed: still so
+                for tab in tabs.values():
+                    out.update(tab.unusable_updates())
+            return out
+        now = []
+        for control, value in zip(typed, built, strict=True):
+            update = out.get(control)
+            if isinstance(update, dict) and "value" in update:
+                update = dict(update)
+                now.append(update.pop("value"))
+                out[control] = update
+            else:
+                now.append(value)
+        out[defaults] = {"built": built, "now": now}
+        return out
+
+    demo.load(first_state, seen, [*outputs, defaults], **controls)
+    defaults.change(None, [defaults, *typed], typed, js=KEEP_TYPED_JS, **controls)
     gr.Timer(STATUS_EVERY_S).tick(page_state, seen, outputs, show_progress="hidden", **controls)
 
     def follow(job, what: str, last_seen: str | None):
