@@ -312,6 +312,9 @@ def launch_report(engine) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     _log_setup()
+    from wan_ui.terminal import fold_tracebacks
+
+    fold_tracebacks()  # Gradio's traceback for a request it refuses becomes one line
     logins = read_logins(args.auth, args.auth_file)
     notice = None
     if args.share and not logins:

@@ -4,6 +4,7 @@ machine can run it at a usable speed. Cheap checks only (the local cache and the
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -19,11 +20,37 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
 
 
+_answers: dict[tuple[str, str | None], tuple[tuple, bool]] = {}  # (source, revision) -> (cache stamp, in the cache)
+
+
+def _cache_stamp(source: str) -> tuple:
+    """Changes whenever the model's Hub cache folder gains or loses a revision, a ref or a snapshot's file (stats of
+    a few folders, nothing read); the page asks for the model's state twice a second per open page."""
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{source.replace('/', '--')}"
+    stamp: list = [str(repo)]
+    for folder in (repo, repo / "refs", repo / "snapshots"):
+        try:
+            stamp.append((folder.name, folder.stat().st_mtime_ns))
+            if folder != repo:
+                stamp += sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(folder))
+        except OSError:
+            stamp.append((folder.name, None))
+    return tuple(stamp)
+
+
 def _cached(spec: ModelSpec) -> bool:
+    """Whether the model's model_index.json is in the Hub cache; remembered until that cache folder changes."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(spec.source, "model_index.json", revision=spec.revision)
-    return isinstance(found, str)
+    key, stamp = (spec.source, spec.revision), _cache_stamp(spec.source)
+    known = _answers.get(key)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    found = isinstance(try_to_load_from_cache(spec.source, "model_index.json", revision=spec.revision), str)
+    _answers[key] = (stamp, found)
+    return found
 
 
 def cannot_load(spec: ModelSpec) -> ModelLoadError | None:

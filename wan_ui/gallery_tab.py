@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
@@ -220,8 +221,9 @@ def wire_gallery(tab: GalleryTab, engine: Engine, opened: gr.Tab) -> None:
     tab.compare.click(compare, tab.pick, tab.view, **private)
 
     def check(path: str | None):
+        """Say what the dropped file's credentials mean, and empty the drop zone so the next file goes straight in."""
         if not path:
-            return ""
-        return f"**Credentials check:** {check_credentials(path).summary}"
+            return gr.skip(), None
+        return f"**Credentials check of {Path(path).name}:** {check_credentials(path).summary}", None
 
-    tab.check.upload(check, tab.check, tab.checked, **private)
+    tab.check.upload(check, tab.check, [tab.checked, tab.check], **private)

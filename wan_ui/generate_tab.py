@@ -505,7 +505,12 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
             message = str(exc)
             yield {tab.status: status_markdown(Update(f"Not started: {message[0].upper()}{message[1:]}"))}
             return
-        yield {panel.grid: [], panel.takes: [], panel.view: "", panel.compare: gr.Button(interactive=False)}
+        yield {
+            panel.grid: gr.Gallery(value=[], visible=True),
+            panel.takes: [],
+            panel.view: "",
+            panel.compare: gr.Button(interactive=False, visible=True),
+        }
         for update, done in follow_batch(engine, takes, runs, key, raise_errors=False):
             out: dict[Any, Any] = {tab.status: status_markdown(update)}
             if update.preview:

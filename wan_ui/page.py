@@ -13,6 +13,7 @@ from engine import (
     Loading,
     ModelLoadError,
     ModelSpec,
+    ModelState,
     PromptRefiner,
     Ready,
     builtin_specs,
@@ -127,9 +128,9 @@ def build(
     return demo
 
 
-def _page_key(engine: Engine) -> str:
+def _page_key(engine: Engine, state: ModelState | None = None) -> str:
     """Which model the page's controls are set for, and whether it can run (a failed one turns Generate off)."""
-    state = engine.state()
+    state = state or engine.state()
     failed = state.state == "failed" and engine.pipeline is None  # a model that cannot load: nothing to run
     return f"{state.model}|{'unusable' if failed else 'usable'}"
 
@@ -151,7 +152,7 @@ def _wire_models(
             banner: gr.update(value=tiny_banner(state), visible=state.tiny),
         }
         spec = _spec(engine)
-        key = _page_key(engine)
+        key = _page_key(engine, state)
         failed = key.endswith("|unusable")
         if not force and (last_seen or "").startswith(BUILT):  # the first update (first_state) has not come yet
             return out

@@ -63,8 +63,9 @@ def build_controls(mode: str) -> tuple:
 
 
 def build_results(mode: str) -> tuple:
-    """The grid and the comparison, in the tab's right column."""
+    """The grid and the comparison, in the tab's right column: hidden until the first batch of takes starts."""
     grid = gr.Gallery(
+        visible=False,
         label="Takes",
         columns=4,
         height=260,
@@ -77,6 +78,7 @@ def build_results(mode: str) -> tuple:
         f"Compare the takes side by side (first {MAX_COMPARE})",
         size="sm",
         interactive=False,
+        visible=False,
         elem_id=f"{mode}-compare-takes",
     )
     view = gr.HTML("", elem_id=f"{mode}-compare-view")

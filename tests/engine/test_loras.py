@@ -146,7 +146,7 @@ def test_a_typo_in_a_loras_data_is_reported_and_changes_nothing_else(make_engine
         engine.list_loras()  # read again: the terminal heard it once
     assert item["usable"] and item["recommended"] == {"shift": 3.0}
     assert "unknown key “step”" in item["problem"] and "did you mean “steps”?" in item["problem"]
-    assert "“guidance” must be a number, got \"1.0\"" in item["problem"]
+    assert '“guidance” must be a number, got "1.0"' in item["problem"]
     assert [r.getMessage().count("step") > 0 for r in caplog.records] == [True]
     job = engine.submit(request(loras="quick", steps=None))
     assert (job.valid.request.steps, job.valid.request.shift) == (4, 3.0)  # the model's steps; the shift applies

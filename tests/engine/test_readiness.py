@@ -36,6 +36,26 @@ def test_the_engine_refuses_such_a_model_at_submit_and_reports_it_failed(make_en
     assert engine.queue_length() == 0
 
 
+def test_the_hub_cache_is_asked_once_until_it_changes_and_a_download_is_then_seen(make_engine, monkeypatch, tmp_path):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    asked = []
+    real = huggingface_hub.try_to_load_from_cache
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: asked.append(a) or real(*a, **k))
+    engine = make_engine("ti2v-5b")
+    for _ in range(20):  # ten seconds of one open page's polling
+        assert engine.state().state == "failed"
+    assert len(asked) == 1
+    repo = tmp_path / "hub" / "models--Wan-AI--Wan2.2-TI2V-5B-Diffusers"  # a download lands in the cache
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "model_index.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    assert engine.state().state != "failed" and len(asked) == 2
+
+
 def test_an_image_whose_shape_the_model_sizes_cannot_keep_gets_a_notice():
     four_by_three = Image.fromarray(np.zeros((48, 64, 3), dtype=np.uint8))
     valid = validate(GenerationRequest(prompt="a dog", image=four_by_three), builtin_specs()["tiny-ti2v"])

@@ -75,6 +75,12 @@ def test_the_gallery_shows_credentials_and_checks_a_dropped_video(app, browser, 
         assert "Not altered since signing" in about.inner_text()
         page.set_input_files("#gallery-check input[type=file]", str(tampered))
         page.locator("#gallery-checked").get_by_text("Altered since signing").wait_for()
+        assert "tampered.mp4" in page.inner_text("#gallery-checked")
         shot(page, "gallery-credentials")
+        untouched = tmp_path / "untouched.mp4"
+        untouched.write_bytes(Path(video).read_bytes())
+        page.set_input_files("#gallery-check input[type=file]", str(untouched))  # the next file, no clear first
+        page.locator("#gallery-checked").get_by_text("untouched.mp4").wait_for()
+        assert "Not altered since signing" in page.inner_text("#gallery-checked")
     finally:
         context.close()

@@ -136,6 +136,9 @@ def test_a_server_path_passed_as_the_image_is_refused(app, path):
     reply = httpx.get(f"{api}/{event}", timeout=60).text
     assert "event: error" in reply and "not uploaded by a user" in reply
     assert "root:" not in reply
+    said = [line for line in app.log.read_text().splitlines() if f"Cannot move {path}" in line]
+    assert len(said) == 1 and "a request ended with an error" in said[0]  # one line in the terminal
+    assert "Traceback" not in app.log.read_text()
 
 
 @pytest.mark.parametrize(

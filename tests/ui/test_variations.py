@@ -57,6 +57,8 @@ def test_the_grid_fills_and_the_takes_compare_in_sync_then_a_kept_take_exports(s
     _, (_p, _v, _s, takes) = variations(studio, count=2, num_frames=33, fps=12, prompt="a slow tide")
     context, page = open_page(browser, studio.url)
     try:
+        # no takes grid and no compare button before a batch exists
+        assert not page.locator("#t2v-takes").is_visible() and not page.locator("#t2v-compare-takes").is_visible()
         # the tab: two takes in one click, the grid fills
         page.click("#t2v-variations")
         page.check("#t2v-variations-on input")
