@@ -132,6 +132,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "reads them); plain = time, seed and a counter",
         choices=FILE_NAMINGS,
     )
+    _flag(
+        p,
+        "--no-embedded-prompt",
+        "WAN_NO_EMBEDDED_PROMPT",
+        False,
+        "keep the prompt and every other text out of the settings each MP4 carries in its metadata (the JSON beside "
+        "it keeps everything)",
+        action="store_true",
+    )
     _flag(p, "--queue-size", "WAN_QUEUE_SIZE", 16, "jobs that may wait behind the running one", type=int)
     _flag(p, "--max-upload", "WAN_MAX_UPLOAD", "25mb", "largest file a user may upload")
     _flag(
@@ -356,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
             include_prompt=args.credentials_include_prompt,
         ),
         filenames=args.filenames,
+        embed_prompt=not args.no_embedded_prompt,
     )
     for line in launch_report(engine):
         print(f"Wan Studio: {line}", file=sys.stderr, flush=True)

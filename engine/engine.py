@@ -101,6 +101,7 @@ class Engine:
         weights: WeightOptions | None = None,
         credentials: CredentialOptions | None = None,
         filenames: str = "prompt",
+        embed_prompt: bool = True,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.memory_requested = memory
@@ -112,6 +113,7 @@ class Engine:
         if filenames not in FILE_NAMINGS:
             raise ValueError(f"filenames must be one of {', '.join(FILE_NAMINGS)}, got {filenames!r}")
         self.filenames = filenames  # what a video's file name carries: a slug of the prompt, or time/seed/counter
+        self.embed_prompt = embed_prompt  # False: the MP4's own copy of its settings holds no text (the JSON does)
         self.loras = LoraLibrary(loras, lora_presets)  # read on each use: files dropped in while it runs count
         self._activity = ""  # what the worker does besides loading (a LoRA download), for the header
         self.host_ram = host_ram  # RAM the loader may plan for (bytes); None: what the OS reports available now
@@ -581,7 +583,7 @@ class Engine:
             self._checkpoint(job, "decode")
             settings = video_settings(loaded, job, spec, self.device_name(), timings, sampling, lora_record)
             writer, timings["decode"] = decode(
-                loaded, job, latents, settings, self.outputs, self._checkpoint, self.filenames
+                loaded, job, latents, settings, self.outputs, self._checkpoint, self.filenames, self.embed_prompt
             )
             stage = "saving the video"
             self._checkpoint(job, "save")

@@ -143,9 +143,10 @@ def decode(
     outputs: Path,
     checkpoint: Checkpoint,
     filenames: str = "prompt",
+    embed_prompt: bool = True,
 ) -> tuple[VideoWriter, float]:
     """Decode chunk by chunk straight into a hidden partial MP4 (VideoWriter.finish moves it into place);
-    `filenames` picks the name (output.video_stems)."""
+    `filenames` picks the name (output.video_stems), `embed_prompt` whether the MP4's own settings hold texts."""
     from diffusers.utils.torch_utils import get_module_execution_device
 
     r = job.valid.request
@@ -155,7 +156,9 @@ def decode(
     z = denormalize(vae, latents.to(get_module_execution_device(vae), vae.dtype))
     folder = check_outputs_dir(outputs)
     stems = video_stems(_dt.datetime.now(), r.seed, job.id, r.prompt)
-    writer = VideoWriter(folder, stems[filenames], r.width, r.height, r.fps, settings, plain_stem=stems["plain"])
+    writer = VideoWriter(
+        folder, stems[filenames], r.width, r.height, r.fps, settings, plain_stem=stems["plain"], embed_text=embed_prompt
+    )
     try:
         total = z.shape[2]
         start = 0

@@ -169,12 +169,23 @@ def write_failure_message(folder: str | Path, exc: OSError) -> str:
 EMBED_MAX_CHARS = 32_000  # one command-line argument may hold 128 KiB; JSON escapes a CJK character as 6
 
 
-def embedded_settings(settings: dict[str, Any], max_chars: int = EMBED_MAX_CHARS) -> str:
-    """The settings as the JSON the MP4 itself carries: whole when it fits, else with long texts shortened.
+def _without_text(settings: dict[str, Any], why: str) -> str:
+    """The settings' numbers and names only: no prompt, negative prompt, notice or other free text."""
+    request = settings.get("request") or {}
+    essentials = {k: settings.get(k) for k in ("format", "app_version", "created", "model", "model_source", "family")}
+    numbers = {k: v for k, v in request.items() if k not in ("prompt", "negative_prompt", "extra")}
+    return json.dumps(essentials | {"request": numbers, "embedded": why}, default=str)
+
+
+def embedded_settings(settings: dict[str, Any], max_chars: int = EMBED_MAX_CHARS, with_text: bool = True) -> str:
+    """The settings as the JSON the MP4 itself carries: whole when it fits, else with long texts shortened;
+    `with_text=False` (--no-embedded-prompt) leaves every free text out, so the file never carries the prompt.
 
     The JSON beside the video always holds everything; this copy only has to survive a lost settings file. Without
     the bound, a long Chinese prompt made ffmpeg's argument list too long and the finished work was lost.
     """
+    if not with_text:
+        return _without_text(settings, "without text")
     meta = json.dumps(settings, ensure_ascii=True, separators=(",", ":"), default=str)
     if len(meta) <= max_chars:
         return meta
@@ -189,9 +200,7 @@ def embedded_settings(settings: dict[str, Any], max_chars: int = EMBED_MAX_CHARS
     meta = json.dumps(slim, ensure_ascii=True, separators=(",", ":"), default=str)
     if len(meta) <= max_chars:
         return meta
-    essentials = {k: settings.get(k) for k in ("format", "app_version", "created", "model", "model_source", "family")}
-    numbers = {k: v for k, v in request.items() if k not in ("prompt", "negative_prompt", "extra")}
-    return json.dumps(essentials | {"request": numbers, "embedded": "shortened"}, default=str)
+    return _without_text(settings, "shortened")
 
 
 class VideoWriter:
@@ -210,6 +219,7 @@ class VideoWriter:
         fps: int,
         settings: dict[str, Any],
         plain_stem: str | None = None,
+        embed_text: bool = True,
     ):
         import imageio_ffmpeg
 
@@ -220,7 +230,7 @@ class VideoWriter:
         self.temp = folder / f".{stem}.{token}.partial.mp4"
         self.signed_temp = folder / f".{stem}-signed.{token}.partial.mp4"  # the signed copy, before it replaces temp
         self.sidecar_temp = folder / f".{stem}.{token}.json.partial"
-        meta = embedded_settings(settings)
+        meta = embedded_settings(settings, with_text=embed_text)
         command = [
             imageio_ffmpeg.get_ffmpeg_exe(),
             "-y",

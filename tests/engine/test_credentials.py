@@ -135,6 +135,18 @@ def test_plain_file_names_hold_time_seed_and_a_counter_only(make_engine):
     assert first.path != second.path
 
 
+def test_with_plain_names_and_no_embedded_prompt_no_byte_of_the_file_carries_the_prompt(make_engine):
+    from engine import read_settings
+    from engine.output import read_embedded_settings
+
+    end, _ = make(make_engine(filenames="plain", embed_prompt=False), prompt=PRIVATE_PROMPT)
+    data, name = Path(end.path).read_bytes().lower(), Path(end.path).name.lower()
+    assert [w for w in PRIVATE_PROMPT.lower().split() if w.encode() in data or w in name] == []
+    embedded = read_embedded_settings(end.path)
+    assert embedded["model"] == "tiny-ti2v" and embedded["request"]["seed"] == 3  # numbers still travel
+    assert read_settings(end.path)["request"]["prompt"] == PRIVATE_PROMPT  # the JSON beside it keeps everything
+
+
 def test_an_unknown_file_naming_is_refused_at_once(make_engine):
     with pytest.raises(ValueError, match="prompt, plain"):
         make_engine(filenames="slug")

@@ -59,6 +59,17 @@ def test_credentials_off_saves_unsigned_videos_that_say_so(tmp_path):
         stop_app(app)
 
 
+def test_a_studio_set_by_environment_to_plain_names_sends_files_that_do_not_carry_the_prompt(tmp_path):
+    env = {"WAN_FILENAMES": "plain", "WAN_NO_EMBEDDED_PROMPT": "1"}
+    app = start_app(tmp_path / "outputs", env=env)
+    try:
+        video, settings = generate(app, "zanzibar marmalade")
+        assert "zanzibar" not in Path(video).name and b"zanzibar" not in Path(video).read_bytes()
+        assert settings["request"]["prompt"] == "zanzibar marmalade"  # the settings beside it keep it
+    finally:
+        stop_app(app)
+
+
 @needs_chromium
 def test_the_gallery_shows_credentials_and_checks_a_dropped_video(app, browser, tmp_path):
     video, _ = generate(app, "a credentials check")
