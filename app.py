@@ -10,7 +10,9 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.flags import (  # no torch: --help answers at once
     ATTENTION_BACKENDS,
@@ -33,254 +35,299 @@ def default_model() -> str:
     return "ti2v-5b" if torch.cuda.is_available() else "tiny-ti2v"
 
 
-def _flag(group, flag: str, var: str | None, default, text: str, read_env: bool = True, **kwargs) -> None:
-    """One option whose help says its default and its environment variable (how a Space sets it).
+@dataclass(frozen=True)
+class Flag:
+    """One launch option: the parser, --help and the README's list are all made from these rows (FLAGS)."""
 
-    read_env=False: the variable is read later by what uses it (the refiner's own config), not here.
-    """
-    value = (os.environ.get(var) or None) if var and read_env else None  # an empty variable counts as unset
-    shown = "off" if default is False else "none" if default is None else default
-    where = f"env {var}; " if var else ""
-    kind = kwargs.get("type", str)
-    if kwargs.get("action") == "store_true":
-        value = value == "1" if value is not None else default
-    elif value is not None and kwargs.get("action") != "append":
-        value = kind(value)
-    else:
-        value = default
-    group.add_argument(flag, default=value, help=f"{text} ({where}default: {shown})", **kwargs)
+    name: str
+    env: str | None  # its environment variable (how a Hugging Face Space sets it)
+    default: Any  # a callable is asked at parse time (defaults that follow Gradio's own variables)
+    help: str
+    group: str = ""  # a key of GROUPS; "" = the general options
+    kind: Any = str  # str, int, float, "switch" (on/off; the variable as 1) or "logins" (repeatable)
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    read_env: bool = True  # False: what uses the option reads the variable itself (the refiner's config)
+
+    def default_now(self) -> Any:
+        return self.default() if callable(self.default) else self.default
+
+    def shown(self) -> str:
+        value = self.default_now()
+        return "off" if value is False else "none" if value is None or value == [] else str(value)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    env = os.environ.get
-    p = argparse.ArgumentParser(
-        description="Wan Studio: make videos with Wan2.2 on your own GPU. Every option can also be set with the "
-        "environment variable named in its help (how a Hugging Face Space is configured)."
-    )
-    _flag(
-        p,
+GROUPS = {
+    "speed": "speed (off by default; anything the machine can't do falls back with a notice)",
+    "weights": "weights (for 12-24 GB cards: quantized storage and the files you already have)",
+    "files": "what a video file carries (see the README's Content credentials)",
+    "credentials": "content credentials (C2PA: every video says, signed, that AI made it and with what)",
+    "refine": "prompt refinement",
+}
+FLAGS = (
+    Flag(
         "--model",
         "WAN_MODEL",
         "auto",
         "catalog id (ti2v-5b, t2v-a14b, i2v-a14b, tiny-ti2v, tiny-t2v-moe, tiny-i2v-moe), a diffusers folder or a "
         "Hub id; auto = ti2v-5b on a CUDA GPU, else the tiny offline demo",
-    )
-    _flag(
-        p,
+    ),
+    Flag(
         "--memory",
         "WAN_MEMORY",
         "auto",
         "where the weights live: none (all on the GPU), model, group or sequential offload (less VRAM, slower); "
         "auto picks from free VRAM and host RAM",
         choices=MEMORY_MODES,
-    )
-    _flag(
-        p,
+    ),
+    Flag(
         "--host",
         "WAN_HOST",
-        env("GRADIO_SERVER_NAME") or "127.0.0.1",
+        lambda: os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
         "address to listen on; 127.0.0.1 = this machine only, 0.0.0.0 = your network (plain HTTP)",
-    )
-    _flag(p, "--port", "WAN_PORT", int(env("GRADIO_SERVER_PORT") or 7860), "port of the page", type=int)
-    _flag(
-        p,
+    ),
+    Flag("--port", "WAN_PORT", lambda: int(os.environ.get("GRADIO_SERVER_PORT") or 7860), "port of the page", kind=int),
+    Flag(
         "--share",
         "WAN_SHARE",
         False,
         "also make a temporary public link through Gradio's relay (needs --auth or --auth-file)",
-        action="store_true",
-    )
-    p.add_argument(
+        kind="switch",
+    ),
+    Flag(
         "--auth",
-        action="append",
-        default=[],
+        "WAN_AUTH",
+        [],
+        "a login, repeatable (the variable: comma-separated); none = the page is open",
+        kind="logins",
         metavar="USER:PASSWORD",
-        help="a login, repeatable (env WAN_AUTH, comma-separated; default: none, the page is open)",
-    )
-    _flag(p, "--auth-file", "WAN_AUTH_FILE", None, "a file of USER:PASSWORD lines, kept out of the process list")
-    _flag(
-        p,
+    ),
+    Flag("--auth-file", "WAN_AUTH_FILE", None, "a file of USER:PASSWORD lines, kept out of the process list"),
+    Flag(
         "--insecure-share",
         "WAN_INSECURE_SHARE",
         False,
         "allow --share without a login (anyone with the link can use the GPU and see the gallery)",
-        action="store_true",
-    )
-    _flag(p, "--outputs", "WAN_OUTPUTS", "outputs", "folder for finished videos and their settings (the Gallery)")
-    _flag(
-        p,
+        kind="switch",
+    ),
+    Flag("--outputs", "WAN_OUTPUTS", "outputs", "folder for finished videos and their settings (the Gallery)"),
+    Flag(
         "--loras",
         "WAN_LORAS",
         "loras",
         "LoRA folder: NAME.safetensors files, or NAME/ folders holding a high_noise and a low_noise file for the "
         "A14B experts; published 4-step LoRAs are fetched into it on first use",
-    )
-    _flag(
-        p,
+    ),
+    Flag(
         "--lora-presets",
         "WAN_LORA_PRESETS",
         None,
         "a JSON file of published LoRAs to fetch by name, in the form of presets/loras.json (a team's own Hub "
         "LoRAs); default: presets/loras.json",
-    )
-    _flag(
-        p,
-        "--filenames",
-        "WAN_FILENAMES",
-        "prompt",
-        "how finished videos are named: prompt = time, seed and the prompt's first words (whoever gets the file "
-        "reads them); plain = time, seed and a counter",
-        choices=FILE_NAMINGS,
-    )
-    _flag(
-        p,
-        "--no-embedded-prompt",
-        "WAN_NO_EMBEDDED_PROMPT",
-        False,
-        "keep the prompt and every other text out of the settings each MP4 carries in its metadata (the JSON beside "
-        "it keeps everything)",
-        action="store_true",
-    )
-    _flag(p, "--queue-size", "WAN_QUEUE_SIZE", 16, "jobs that may wait behind the running one", type=int)
-    _flag(p, "--max-upload", "WAN_MAX_UPLOAD", "25mb", "largest file a user may upload")
-    _flag(
-        p,
+    ),
+    Flag("--queue-size", "WAN_QUEUE_SIZE", 16, "jobs that may wait behind the running one", kind=int),
+    Flag("--max-upload", "WAN_MAX_UPLOAD", "25mb", "largest file a user may upload"),
+    Flag(
         "--preload",
         "WAN_PRELOAD",
         False,
         "load the model at start instead of on the first job (the page is up at once either way)",
-        action="store_true",
-    )
-    speed = p.add_argument_group("speed (off by default; anything the machine can't do falls back with a notice)")
-    _flag(speed, "--attention", "WAN_ATTENTION", "native", "attention kernel", choices=list(ATTENTION_BACKENDS))
-    _flag(
-        speed,
-        "--compile",
-        "WAN_COMPILE",
-        False,
-        "regional torch.compile of the transformer blocks",
-        action="store_true",
-    )
-    _flag(
-        speed,
+        kind="switch",
+    ),
+    Flag("--attention", "WAN_ATTENTION", "native", "attention kernel", "speed", choices=tuple(ATTENTION_BACKENDS)),
+    Flag("--compile", "WAN_COMPILE", False, "regional torch.compile of the transformer blocks", "speed", "switch"),
+    Flag(
         "--step-cache",
         "WAN_STEP_CACHE",
         0.0,
         "First Block Cache threshold, e.g. 0.05 (0 = off): faster, slightly different output",
-        type=float,
+        "speed",
+        float,
         metavar="THRESHOLD",
-    )
-    _flag(
-        speed,
-        "--fp8",
-        "WAN_FP8",
-        False,
-        "store the transformers' weights in fp8 (for 24 GB cards)",
-        action="store_true",
-    )
-    weights = p.add_argument_group("weights (for 12-24 GB cards: quantized storage and the files you already have)")
-    _flag(
-        weights,
+    ),
+    Flag("--fp8", "WAN_FP8", False, "store the transformers' weights in fp8 (for 24 GB cards)", "speed", "switch"),
+    Flag(
         "--quantize",
         "WAN_QUANTIZE",
         "none",
         "store the transformer(s) quantized on load: int8 (weight-only, any card and the CPU) or fp8 (weights and "
         "matmuls in fp8; RTX 40/50, L4, H100 and newer)",
+        "weights",
         choices=QUANTIZE_TYPES,
-    )
-    _flag(
-        weights,
+    ),
+    Flag(
         "--quantize-text",
         "WAN_QUANTIZE_TEXT",
         "none",
         "the same for the umT5 text encoder",
+        "weights",
         choices=QUANTIZE_TYPES,
-    )
-    _flag(
-        weights,
+    ),
+    Flag(
         "--transformer",
         "WAN_TRANSFORMER",
         None,
         "a single-file transformer replacing the model folder's (MoE: the high-noise expert): GGUF (Q8_0, Q6_K, "
         "Q5, Q4…) or safetensors in the original Wan, ComfyUI or diffusers layout",
+        "weights",
         metavar="FILE",
-    )
-    _flag(
-        weights,
+    ),
+    Flag(
         "--transformer-2",
         "WAN_TRANSFORMER_2",
         None,
         "the same for the A14B low-noise expert",
+        "weights",
         metavar="FILE",
-    )
-    _flag(
-        weights,
+    ),
+    Flag(
         "--text-encoder-device",
         "WAN_TEXT_ENCODER_DEVICE",
         "auto",
         "cpu: keep the text encoder in RAM and run it on the CPU (as the official --t5_cpu; frees about 11 GB of "
         "VRAM, each prompt takes a few seconds longer)",
+        "weights",
         choices=TEXT_ENCODER_DEVICES,
-    )
-    creds = p.add_argument_group("content credentials (C2PA: every video says, signed, that AI made it and with what)")
-    _flag(
-        creds,
+    ),
+    Flag(
+        "--filenames",
+        "WAN_FILENAMES",
+        "prompt",
+        "how finished videos are named: prompt = time, seed and the prompt's first words (whoever gets the file "
+        "reads them); plain = time, seed and a counter",
+        "files",
+        choices=FILE_NAMINGS,
+    ),
+    Flag(
+        "--no-embedded-prompt",
+        "WAN_NO_EMBEDDED_PROMPT",
+        False,
+        "keep the prompt and every other text out of the settings each MP4 carries in its metadata (the JSON beside "
+        "it keeps everything)",
+        "files",
+        "switch",
+    ),
+    Flag(
         "--no-credentials",
         "WAN_NO_CREDENTIALS",
         False,
         "save videos without content credentials",
-        action="store_true",
-    )
-    _flag(
-        creds,
+        "credentials",
+        "switch",
+    ),
+    Flag(
         "--credentials-cert",
         "WAN_CREDENTIALS_CERT",
         None,
         "your organisation's signing certificate chain (PEM, the signing certificate first); without it a local "
         "certificate is made once in ~/.config/wan-studio/credentials (validators show it as untrusted)",
+        "credentials",
         metavar="FILE",
-    )
-    _flag(creds, "--credentials-key", "WAN_CREDENTIALS_KEY", None, "its private key (PEM, PKCS#8)", metavar="FILE")
-    _flag(
-        creds,
+    ),
+    Flag(
+        "--credentials-key", "WAN_CREDENTIALS_KEY", None, "its private key (PEM, PKCS#8)", "credentials", metavar="FILE"
+    ),
+    Flag(
         "--credentials-include-prompt",
         "WAN_CREDENTIALS_INCLUDE_PROMPT",
         False,
         "also state the prompt in the credentials (off: prompts may be private; the settings file keeps them)",
-        action="store_true",
-    )
-    refine = p.add_argument_group("prompt refinement")
-    _flag(
-        refine,
+        "credentials",
+        "switch",
+    ),
+    Flag(
         "--refine-backend",
         "WAN_REFINE_BACKEND",
         None,
         "default refiner; none = openai when a server is set, else rules",
-        read_env=False,
+        "refine",
         choices=REFINE_BACKENDS,
-    )
-    _flag(
-        refine,
+        read_env=False,
+    ),
+    Flag(
         "--refine-model",
         "WAN_REFINE_MODEL",
         None,
         "chat LLM for the local refiner: Hub id or folder (none: the studio's default)",
+        "refine",
         read_env=False,
-    )
-    _flag(
-        refine,
+    ),
+    Flag(
         "--openai-base-url",
         "WAN_OPENAI_BASE_URL",
         None,
         "OpenAI-compatible server for the openai refiner, e.g. http://127.0.0.1:11434/v1; its key is read from "
         "WAN_OPENAI_API_KEY or OPENAI_API_KEY only, so it never shows in the process list",
+        "refine",
         read_env=False,
+    ),
+    Flag("--openai-model", "WAN_OPENAI_MODEL", None, "model name on that server", "refine", read_env=False),
+)
+
+
+def _from_env(flag: Flag, parser: argparse.ArgumentParser) -> Any:
+    """The flag's value from its environment variable (an empty one counts as unset), else its default."""
+    raw = os.environ.get(flag.env) if flag.env and flag.read_env else None
+    if not raw:
+        return flag.default_now()
+    if flag.kind == "switch":
+        return raw == "1"
+    if flag.kind == "logins":
+        return [a for a in raw.split(",") if a]
+    try:
+        value = flag.kind(raw)
+    except ValueError:
+        parser.error(f"{flag.env}={raw!r} is not a valid value for {flag.name}")
+    if flag.choices and value not in flag.choices:
+        parser.error(f"{flag.env}={raw!r}: {flag.name} must be one of {', '.join(flag.choices)}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, made from FLAGS: each option's help says its default and its variable."""
+    parser = argparse.ArgumentParser(
+        description="Wan Studio: make videos with Wan2.2 on your own GPU. Every option can also be set with the "
+        "environment variable named in its help (how a Hugging Face Space is configured)."
     )
-    _flag(refine, "--openai-model", "WAN_OPENAI_MODEL", None, "model name on that server", read_env=False)
-    args = p.parse_args(argv)
-    if not args.auth and env("WAN_AUTH"):
-        args.auth = [a for a in env("WAN_AUTH", "").split(",") if a]
+    groups = {"": parser} | {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
+    for flag in FLAGS:
+        where = f"env {flag.env}; " if flag.env else ""
+        kwargs: dict[str, Any] = {"help": f"{flag.help} ({where}default: {flag.shown()})"}
+        if flag.kind == "switch":
+            kwargs["action"] = "store_true"
+        elif flag.kind == "logins":  # the variable's logins apply when none is given (parse_args)
+            kwargs.update(action="append", metavar=flag.metavar)
+        else:
+            kwargs.update(type=flag.kind, choices=flag.choices, metavar=flag.metavar)
+        default = [] if flag.kind == "logins" else _from_env(flag, parser)
+        groups[flag.group].add_argument(flag.name, default=default, **kwargs)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in FLAGS:
+        dest = flag.name.lstrip("-").replace("-", "_")
+        if flag.kind == "logins" and not getattr(args, dest):  # logins given on the command line replace these
+            setattr(args, dest, _from_env(flag, parser))
     return args
+
+
+def flags_markdown() -> str:
+    """The README's list of launch options (between its <!-- flags --> markers), made from FLAGS."""
+    lines = []
+    for key, title in {"": "general", **GROUPS}.items():
+        rows = [f for f in FLAGS if f.group == key]
+        lines.append(f"- **{title.split(' (')[0].capitalize()}**: " + "; ".join(_flag_text(f) for f in rows) + ".")
+    return "\n".join(lines)
+
+
+def _flag_text(flag: Flag) -> str:
+    choices = f" {'|'.join(flag.choices)}" if flag.choices else f" {flag.metavar}" if flag.metavar else ""
+    env = f"/`{flag.env}`" if flag.env else ""
+    default = "" if flag.kind == "switch" or flag.shown() == "none" else f" (default {flag.shown()})"
+    return f"`{flag.name}{choices}`{env}{default}"
 
 
 def read_logins(entries: list[str], auth_file: str | None) -> list[tuple[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -81,3 +82,18 @@ def test_every_option_in_help_says_its_default():
     assert text.count("default:") >= len(options)
     for var in ("WAN_MODEL", "WAN_MEMORY", "WAN_HOST", "WAN_PORT", "WAN_OUTPUTS", "WAN_QUEUE_SIZE"):
         assert f"env {var}" in text
+
+
+def test_the_readmes_list_of_options_is_made_from_the_flag_table():
+    from app import flags_markdown
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    listed = readme.split("<!-- flags -->\n", 1)[1].split("\n<!-- /flags -->", 1)[0]
+    assert listed == flags_markdown(), 'run: python -c "import app; print(app.flags_markdown())" into README.md'
+
+
+def test_a_bad_value_in_an_environment_variable_is_refused_by_name():
+    env = {**os.environ, "WAN_QUEUE_SIZE": "many"}
+    out = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert out.returncode == 2 and "WAN_QUEUE_SIZE='many' is not a valid value for --queue-size" in out.stderr
+    assert "Traceback" not in out.stderr
