@@ -99,6 +99,19 @@ def open_page(browser, url: str):
     return context, page
 
 
+def type_number(page, box: str, value: str) -> None:
+    """Type a number into a box and see it hold. A control drawn a moment ago (an accordion just opened) may still
+    be taking its first value and put it back over what was typed; typing again once it has settled is what a
+    person would do, and nothing else on the page can change the box meanwhile."""
+    for _ in range(5):
+        page.fill(box, value)
+        page.press(box, "Enter")
+        page.wait_for_timeout(300)
+        if page.input_value(box) == value:
+            return
+    raise AssertionError(f"{box} did not take {value}; it shows {page.input_value(box)}")
+
+
 def shot(page, name: str) -> None:
     """A full-page screenshot under test-artifacts/ for a person to look at."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from .conftest import needs_chromium, open_page, own_studio_page, shot
+from .conftest import needs_chromium, open_page, own_studio_page, shot, type_number
 
 pytestmark = needs_chromium
 
@@ -18,19 +18,12 @@ def page(browser, app):
     context.close()
 
 
-def set_steps(page, steps: int) -> None:
-    """Type the steps; nothing the page does later puts the model's default back (tests/ui/test_typed_values.py)."""
-    box = "#t2v-steps input[type=number]"
-    page.fill(box, str(steps))
-    page.press(box, "Enter")
-    assert page.input_value(box) == str(steps)
-
-
 def test_a_prompt_shows_a_live_preview_then_a_playable_video(page):
     shot(page, "01-text-to-video")
     page.fill("#t2v-prompt textarea", "a kite over a windy beach")
     page.click("#t2v-advanced")
-    set_steps(page, 40)  # the video comes well after the first preview, even on a loaded 2-core CI machine
+    # 40 steps: the video comes well after the first preview, even on a loaded 2-core CI machine
+    type_number(page, "#t2v-steps input[type=number]", "40")
     page.click("#t2v-generate")
     page.wait_for_selector("#t2v-preview img")
     assert page.locator("#t2v-video video").count() == 0, "the video arrived before any preview"

@@ -6,7 +6,7 @@ these tests cannot pass by timing luck: the update always arrives after the typi
 
 from __future__ import annotations
 
-from .conftest import needs_chromium, own_studio_page
+from .conftest import needs_chromium, own_studio_page, type_number
 
 pytestmark = needs_chromium
 
@@ -57,23 +57,11 @@ def open_held(browser, url: str):
     return context, page, held
 
 
-def type_into(page, box: str, value: str) -> None:
-    """Type a number and see the control hold it (a control drawn a moment ago may still be taking its first value;
-    no update can reach the page meanwhile: they are held)."""
-    for _ in range(5):
-        page.fill(box, value)
-        page.press(box, "Enter")
-        page.wait_for_timeout(300)
-        if page.input_value(box) == value:
-            return
-    raise AssertionError(f"{box} did not take {value}")
-
-
 def type_before_the_first_update(page) -> None:
     page.fill("#t2v-prompt textarea", "a heron lands on a pond")
-    type_into(page, STEPS, "7")
+    type_number(page, STEPS, "7")
     page.click("#t2v-variations")
-    type_into(page, TAKES, "3")
+    type_number(page, TAKES, "3")
 
 
 def test_the_page_shows_the_models_defaults_before_any_update_and_keeps_what_was_typed(browser, tmp_path):
