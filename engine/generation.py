@@ -25,7 +25,7 @@ from .credentials import CredentialError, Credentials, facts_from_settings
 from .decode import denormalize, stream_decode
 from .jobs import Job
 from .memory import ExpertSwitch, MemoryPlan, set_vae_tiling, vae_tiling_reason
-from .output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, to_uint8, video_stems
+from .output import SETTINGS_FORMAT, EncodedVideo, VideoWriter, check_outputs_dir, to_uint8, video_stems
 from .pipeline_call import encode_on_cpu, pipeline_kwargs, prepare_call, sampling_settings
 from .placement import Placement
 from .preview import denoised_estimate, latents_to_rgb
@@ -215,8 +215,8 @@ def video_settings(
     }
 
 
-def signing(credentials: Credentials, job: Job, settings: dict[str, Any], writer: VideoWriter) -> Callable[..., dict]:
-    """The writer's sign step (VideoWriter.finish): content credentials for this video, or the record of why it is
+def signing(credentials: Credentials, job: Job, settings: dict[str, Any], video: EncodedVideo) -> Callable[..., dict]:
+    """The sign step of publishing (output.publish): content credentials for this video, or the record of why it is
     saved unsigned, said to the job as a notice."""
 
     def sign(source: Path, target: Path) -> dict[str, Any]:
@@ -224,7 +224,7 @@ def signing(credentials: Credentials, job: Job, settings: dict[str, Any], writer
         if credentials.active:
             image = job.valid.image
             pixels = None if image is None else hashlib.sha256(image.tobytes()).hexdigest()
-            facts = facts_from_settings(settings, f"{writer.stem}.mp4", pixels, f"{writer.plain_stem}.mp4")
+            facts = facts_from_settings(settings, f"{video.stem}.mp4", pixels, f"{video.plain_stem}.mp4")
             try:
                 record = credentials.sign(source, target, facts, image)
             except CredentialError as exc:

@@ -18,6 +18,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -203,8 +204,70 @@ def embedded_settings(settings: dict[str, Any], max_chars: int = EMBED_MAX_CHARS
     return _without_text(settings, "shortened")
 
 
+@dataclass(frozen=True)
+class EncodedVideo:
+    """A closed, synced MP4 under its hidden partial name: what a worker hands to the studio (plain data). The
+    studio signs it and gives it its final name (publish); a worker never needs the signing key."""
+
+    folder: str
+    token: str  # pid.ns: the partial names' middle (remove_partials reads the pid back)
+    stem: str  # the final name's stem
+    plain_stem: str  # the name without the prompt (what the credentials' title uses)
+
+    def partial(self, kind: str = "mp4") -> Path:
+        """The hidden names of the video ("mp4"), its signed copy ("signed") and its settings ("json")."""
+        names = {
+            "mp4": f".{self.stem}.{self.token}.partial.mp4",
+            "signed": f".{self.stem}-signed.{self.token}.partial.mp4",
+            "json": f".{self.stem}.{self.token}.json.partial",
+        }
+        return Path(self.folder) / names[kind]
+
+    def discard(self) -> None:
+        for kind in ("mp4", "signed", "json"):
+            self.partial(kind).unlink(missing_ok=True)
+
+
+def publish(
+    video: EncodedVideo, settings: dict[str, Any], sign: Callable[[Path, Path], dict[str, Any]] | None = None
+) -> Path:
+    """Sign the closed MP4, write the settings JSON beside it, and give both their final names; the video's path.
+
+    All or nothing: the MP4 and its settings are both complete and synced before either takes a final name, and
+    a failure on the way (a full disk) removes everything. `sign(source, target)` writes a signed copy of the MP4 to
+    target and returns the settings' "credentials" record; only a copy whose record says signed replaces the
+    unsigned file (still under its hidden name), so no half-signed file is ever visible, and a signing failure
+    leaves the video saved unsigned.
+    """
+    temp, signed, sidecar = video.partial("mp4"), video.partial("signed"), video.partial("json")
+    folder = Path(video.folder)
+    try:
+        if sign is not None:
+            record = sign(temp, signed)
+            if record.get("signed"):
+                os.replace(signed, temp)
+            signed.unlink(missing_ok=True)
+            settings["credentials"] = record  # the caller's settings (its Done event) say it too
+        with open(sidecar, "w", encoding="utf-8") as f:
+            f.write(json.dumps(settings, ensure_ascii=False, indent=2, default=str))
+            f.flush()
+            os.fsync(f.fileno())
+        final = _claim(temp, folder, video.stem, ".mp4")
+        try:
+            os.replace(sidecar, final.with_suffix(".json"))
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+        _fsync_dir(folder)
+    except BaseException:
+        video.discard()
+        raise
+    return final
+
+
 class VideoWriter:
-    """Streams frames into ffmpeg under a hidden temporary name; finish() gives the file its final name.
+    """Streams frames into ffmpeg under a hidden temporary name; close() hands the finished MP4 on (publish gives
+    it its final name; finish() does both).
 
     ffmpeg runs as our own subprocess (not through imageio-ffmpeg's generator, which ignores ffmpeg's exit status)
     so a write that failed, a full disk above all, is noticed and reported instead of renamed into place.
@@ -226,10 +289,9 @@ class VideoWriter:
         self.folder = folder
         self.stem = stem
         self.plain_stem = plain_stem or stem  # the name without the prompt (what the credentials' title uses)
-        token = f"{os.getpid()}.{time.monotonic_ns()}"  # the pid tells a restart whose partial file this is
-        self.temp = folder / f".{stem}.{token}.partial.mp4"
-        self.signed_temp = folder / f".{stem}-signed.{token}.partial.mp4"  # the signed copy, before it replaces temp
-        self.sidecar_temp = folder / f".{stem}.{token}.json.partial"
+        self.token = f"{os.getpid()}.{time.monotonic_ns()}"  # the pid tells a restart whose partial file this is
+        names = EncodedVideo(str(folder), self.token, stem, self.plain_stem)
+        self.temp, self.signed_temp, self.sidecar_temp = (names.partial(k) for k in ("mp4", "signed", "json"))
         meta = embedded_settings(settings, with_text=embed_text)
         command = [
             imageio_ffmpeg.get_ffmpeg_exe(),
@@ -306,39 +368,19 @@ class VideoWriter:
         said = lines[-1] if lines else f"exit status {code}"
         return OutputError(f"The video could not be written: ffmpeg stopped ({said}).")
 
-    def finish(self, settings: dict[str, Any], sign: Callable[[Path, Path], dict[str, Any]] | None = None) -> Path:
-        """Close the MP4, sign it, write the settings JSON beside it, and return the final video path.
-
-        All or nothing: the MP4 and its settings are both complete and synced before either takes a final name, and
-        a failure on the way (a full disk) removes everything this writer made. `sign(source, target)` writes a
-        signed copy of the closed MP4 to target and returns the settings' "credentials" record; only a copy whose
-        record says signed replaces the unsigned file (still under its hidden name), so no half-signed file is ever
-        visible, and a signing failure leaves the video saved unsigned.
-        """
+    def close(self) -> EncodedVideo:
+        """Close ffmpeg and sync the MP4, still under its hidden name (abort() on any failure)."""
         try:
             self._close_ffmpeg()
             _fsync(self.temp)
-            if sign is not None:
-                record = sign(self.temp, self.signed_temp)
-                if record.get("signed"):
-                    os.replace(self.signed_temp, self.temp)
-                self.signed_temp.unlink(missing_ok=True)
-                settings["credentials"] = record  # the caller's settings (its Done event) say it too
-            with open(self.sidecar_temp, "w", encoding="utf-8") as f:
-                f.write(json.dumps(settings, ensure_ascii=False, indent=2, default=str))
-                f.flush()
-                os.fsync(f.fileno())
-            final = _claim(self.temp, self.folder, self.stem, ".mp4")
-            try:
-                os.replace(self.sidecar_temp, final.with_suffix(".json"))
-            except BaseException:
-                final.unlink(missing_ok=True)
-                raise
-            _fsync_dir(self.folder)
         except BaseException:
             self.abort()
             raise
-        return final
+        return EncodedVideo(str(self.folder), self.token, self.stem, self.plain_stem)
+
+    def finish(self, settings: dict[str, Any], sign: Callable[[Path, Path], dict[str, Any]] | None = None) -> Path:
+        """close() and publish(): the final video path (see publish)."""
+        return publish(self.close(), settings, sign)
 
     def abort(self) -> None:
         """Stop ffmpeg and remove the temporary files (safe to call more than once)."""
