@@ -29,9 +29,9 @@ from diffusers import DiffusionPipeline  # noqa: E402
 from diffusers.utils import export_to_video  # noqa: E402
 
 from engine import Done, Engine, Frames, GenerationRequest  # noqa: E402
-from engine.output import to_uint8  # noqa: E402
-from engine.pipeline_call import pipeline_kwargs, set_shift  # noqa: E402
-from engine.tiny import ensure_tiny  # noqa: E402
+from engine.library.output import to_uint8  # noqa: E402
+from engine.models.tiny import ensure_tiny  # noqa: E402
+from engine.run.pipeline_call import pipeline_kwargs, set_shift  # noqa: E402
 
 
 def bare_run(pipe, r: GenerationRequest, out: Path) -> tuple[float, np.ndarray]:

@@ -56,9 +56,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from engine.admission.request import GenerationRequest, validate  # noqa: E402
 from engine.catalog import builtin_specs  # noqa: E402
-from engine.decode import denormalize, stream_decode  # noqa: E402
-from engine.memory import (  # noqa: E402
+from engine.library.output import to_uint8  # noqa: E402
+from engine.models.memory import (  # noqa: E402
     GIB,
     VAE_DECODE_BYTES_PER_PIXEL,
     ExpertSwitch,
@@ -70,10 +71,9 @@ from engine.memory import (  # noqa: E402
     set_vae_tiling,
     vae_tiling_reason,
 )
-from engine.output import to_uint8  # noqa: E402
-from engine.pipeline_call import pipeline_kwargs, set_shift  # noqa: E402
-from engine.request import GenerationRequest, validate  # noqa: E402
-from engine.speed import SpeedOptions, apply_compile, apply_speed  # noqa: E402
+from engine.run.decode import denormalize, stream_decode  # noqa: E402
+from engine.run.pipeline_call import pipeline_kwargs, set_shift  # noqa: E402
+from engine.run.speed import SpeedOptions, apply_compile, apply_speed  # noqa: E402
 
 PROMPT = "a red fox runs through fresh snow in a pine forest at dawn, cinematic, slow tracking shot"
 SEED = 42
@@ -218,7 +218,7 @@ def build_pipeline(fam: Family, scale: str, device: torch.device):
     """A pipeline on the CPU, as engine.loading.load_pipeline returns one (the memory mode then places it)."""
     from diffusers import WanImageToVideoPipeline, WanPipeline
 
-    from engine.tiny import _scheduler, _tokenizer, build_tiny_pipeline
+    from engine.models.tiny import _scheduler, _tokenizer, build_tiny_pipeline
 
     spec = builtin_specs()[fam.model]
     if scale == "tiny":

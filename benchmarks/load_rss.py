@@ -75,7 +75,7 @@ def measure(folder: Path, loader: str) -> dict:
     import torch
     from diffusers import WanTransformer3DModel
 
-    from engine.loading import load_component
+    from engine.models.loading import load_component
 
     proc = psutil.Process()
     baseline = proc.memory_info().rss

@@ -30,7 +30,7 @@ def wide_model(root: Path, width: int, layers: int) -> Path:
     """The tiny 5B-style pipeline with a wider, deeper random transformer (heads of 64, ffn 4x)."""
     from diffusers import WanTransformer3DModel
 
-    from engine.tiny import ensure_tiny
+    from engine.models.tiny import ensure_tiny
 
     folder = root / "wide-ti2v"
     shutil.copytree(ensure_tiny("tiny-ti2v"), folder)

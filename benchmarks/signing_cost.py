@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def make_video(path: Path, width: int, height: int, fps: int, seconds: int) -> None:
     import imageio_ffmpeg
 
-    from engine.output import CRF
+    from engine.library.output import CRF
 
     command = [
         imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi",
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wan-sign-") as root:
         os.environ["WAN_STUDIO_CONFIG"] = str(Path(root) / "config")
-        from engine.credentials import Credentials, check, facts_from_settings
+        from engine.library.credentials import Credentials, check, facts_from_settings
 
         video = Path(root) / "minute.mp4"
         t0 = time.perf_counter()

@@ -1,10 +1,10 @@
 """The Engine: the one public facade over the queue, the workers and the studio's own side of a job.
 
 The page and the API talk to this class only. Behind it, admission (validation, can the model load, room on the
-disk) happens here, jobs wait in the queue (queue.py) and workers (worker.py) take them: a worker loads the model
-and runs one job at a time. What crosses between queue and worker is plain data (the validated request, LoadOptions,
-RunOptions, events, the encoded MP4), so a worker can live elsewhere; the outputs folder, the content-credentials
-signing and the final all-or-nothing save stay here, on the studio's side (publish).
+disk) happens here, jobs wait in the queue (admission/queue.py) and workers (run/worker.py) take them: a worker
+loads the model and runs one job at a time. What crosses between queue and worker is plain data (the validated
+request, LoadOptions, RunOptions, events, the encoded MP4), so a worker can live elsewhere; the outputs folder, the
+content-credentials signing and the final all-or-nothing save stay here, on the studio's side (publish).
 """
 
 from __future__ import annotations
@@ -20,16 +20,17 @@ from typing import Any
 import torch
 
 from . import events as ev
+from .admission.queue import JobQueue
+from .admission.request import GenerationRequest, ValidRequest, validate
+from .admission.variations import Batch
 from .catalog import ModelSpec, resolve_spec
-from .credentials import CredentialOptions, Credentials
 from .errors import ModelLoadError, OutputError, RequestError
 from .flags import FILE_NAMINGS
-from .generation import APP_VERSION, signing
 from .jobs import Job
-from .lora_hub import missing_download
-from .loras import LoraLibrary, recommend
-from .memory import plan_memory
-from .output import (
+from .library.credentials import CredentialOptions, Credentials
+from .library.lora_hub import missing_download
+from .library.loras import LoraLibrary, recommend
+from .library.output import (
     check_free_space,
     check_outputs_dir,
     estimate_video_bytes,
@@ -37,14 +38,13 @@ from .output import (
     remove_partials,
     write_failure_message,
 )
-from .queue import JobQueue
-from .readiness import advice, cannot_load
+from .models.memory import plan_memory
+from .models.readiness import advice, cannot_load
+from .models.storage import WeightOptions, refusal
 from .refine import PromptRefiner
-from .request import GenerationRequest, ValidRequest, validate
-from .speed import SpeedOptions
-from .storage import WeightOptions, refusal
-from .variations import Batch
-from .worker import (
+from .run.generation import APP_VERSION, signing
+from .run.speed import SpeedOptions
+from .run.worker import (
     Encoded,
     LoadOptions,
     LocalWorker,
@@ -105,7 +105,7 @@ class Engine:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.memory_requested = memory
         plan_memory(memory, torch.device("cpu"), {}, None, False)  # refuses an unknown mode at once
-        self.speed = speed or SpeedOptions()  # applied at the next load (see engine/speed.py)
+        self.speed = speed or SpeedOptions()  # applied at the next load (see engine/run/speed.py)
         self.weights = weights or WeightOptions()  # quantization and transformer files, applied at load (storage.py)
         self.credentials = Credentials(credentials)  # the signer, set up once; its problem is said at launch
         self.outputs = Path(outputs)

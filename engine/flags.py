@@ -11,6 +11,6 @@ ATTENTION_BACKENDS: dict[str, str] = {
     "cudnn": "_native_cudnn",  # torch SDPA forced to the cuDNN kernel
 }
 REFINE_BACKENDS = ("rules", "local", "openai")
-QUANTIZE_TYPES = ("none", "int8", "fp8")  # quantize on load (engine/storage.py)
+QUANTIZE_TYPES = ("none", "int8", "fp8")  # quantize on load (engine/models/storage.py)
 TEXT_ENCODER_DEVICES = ("auto", "cpu")
 FILE_NAMINGS = ("prompt", "plain")  # how finished videos are named (output.video_stems)

@@ -30,7 +30,7 @@ _WAN_NAMES = {
 
 def tiny_transformer(ffn_dim: int = 32) -> torch.nn.Module:
     """The tiny 5B-style transformer (another FFN width makes a LoRA for a different model)."""
-    from engine.tiny import _transformer
+    from engine.models.tiny import _transformer
 
     return _transformer(48, 48, ffn_dim)
 

@@ -38,7 +38,7 @@ def tiny_model_transformer(model: str, name: str = "transformer") -> torch.nn.Mo
     """A tiny catalog model's transformer (or expert), as its folder stores it: the weights the files are made of."""
     from diffusers import WanTransformer3DModel
 
-    from engine.tiny import ensure_tiny
+    from engine.models.tiny import ensure_tiny
 
     return WanTransformer3DModel.from_pretrained(str(ensure_tiny(model)), subfolder=name)
 

@@ -18,7 +18,7 @@ def picture_input(**kwargs: Any) -> gr.Image:
 
     Gradio's own preprocessing opens the file and, for any mode but RGB, decodes and converts it first (alpha onto
     black, before any size check). The engine reads it instead: header first, size capped before the pixels are
-    decoded, every failure in the user's words (engine.request.load_image).
+    decoded, every failure in the user's words (engine.admission.request.load_image).
     """
     image = gr.Image(**kwargs, type="filepath", image_mode=None)
 

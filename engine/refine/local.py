@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..memory import HEADROOM_BYTES, free_vram
+from ..models.memory import HEADROOM_BYTES, free_vram
 from .base import RefineError, RefinerConfig
 
 log = logging.getLogger("wan_studio.refine")

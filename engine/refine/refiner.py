@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..request import load_image
+from ..admission.request import load_image
 from .base import REFINE_BACKENDS, REFINE_LANGUAGES, REFINE_MODES, RefinedPrompt, RefineError, RefinerConfig
 from .cleaning import (
     WORD_BOUNDS,

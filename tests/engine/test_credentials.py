@@ -11,7 +11,7 @@ import c2pa
 import pytest
 
 from engine import CredentialOptions, Done, GenerationRequest, Notice, check_credentials, list_videos
-from engine.credentials import AI_SOURCE_TYPE, GENERATION_LABEL
+from engine.library.credentials import AI_SOURCE_TYPE, GENERATION_LABEL
 
 
 def request(**kw) -> GenerationRequest:
@@ -137,7 +137,7 @@ def test_plain_file_names_hold_time_seed_and_a_counter_only(make_engine):
 
 def test_with_plain_names_and_no_embedded_prompt_no_byte_of_the_file_carries_the_prompt(make_engine):
     from engine import read_settings
-    from engine.output import read_embedded_settings
+    from engine.library.output import read_embedded_settings
 
     end, _ = make(make_engine(filenames="plain", embed_prompt=False), prompt=PRIVATE_PROMPT)
     data, name = Path(end.path).read_bytes().lower(), Path(end.path).name.lower()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.decode import stream_decode
-from engine.tiny import _vae
+from engine.models.tiny import _vae
+from engine.run.decode import stream_decode
 
 
 @pytest.fixture(params=["wan21-16ch", "wan22-48ch"])

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from engine import Done, Failed, GenerationRequest, OutputError, list_videos
-from engine.output import SETTINGS_FORMAT, VideoWriter, estimate_video_bytes, human_bytes
+from engine.library.output import SETTINGS_FORMAT, VideoWriter, estimate_video_bytes, human_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from engine import find_video, list_videos
-from engine.output import SETTINGS_FORMAT, VideoWriter
+from engine.library.output import SETTINGS_FORMAT, VideoWriter
 
 
 def finished(folder, name: str, prompt: str, mtime: float):

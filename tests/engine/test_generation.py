@@ -20,7 +20,7 @@ from engine import (
     Step,
     read_settings,
 )
-from engine.output import to_uint8
+from engine.library.output import to_uint8
 
 from .experts import experts_called
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from engine import Done, Failed, GenerationRequest, Notice, RequestError, builtin_specs, read_settings, validate
-from engine.output import read_embedded_settings
-from engine.request import MAX_IMAGE_PIXELS, MAX_PROMPT_CHARS, load_image
+from engine.admission.request import MAX_IMAGE_PIXELS, MAX_PROMPT_CHARS, load_image
+from engine.library.output import read_embedded_settings
 from tests.pictures import bomb_png
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,7 +225,7 @@ def test_a_decompression_bomb_is_refused_before_its_pixels_are_decoded(tmp_path,
     assert bomb.stat().st_size < 1_000_000
     script = (
         "import resource\n"
-        "from engine.request import load_image\n"
+        "from engine.admission.request import load_image\n"
         "from engine.errors import RequestError\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"try:\n    load_image({str(bomb)!r})\nexcept RequestError:\n    print('refused')\n"

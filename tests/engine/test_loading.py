@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from engine import Done, Failed, GenerationRequest, Loading, ModelLoadError, Ready, builtin_specs, resolve_spec
-from engine.tiny import ensure_tiny
+from engine.models.tiny import ensure_tiny
 
 
 def test_catalog_holds_the_official_wan22_defaults():

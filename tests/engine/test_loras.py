@@ -8,7 +8,7 @@ import torch
 
 from engine import Done, Failed, GenerationRequest, RequestError, request_from_settings
 from engine.catalog import builtin_specs
-from engine.loras import LoraLibrary
+from engine.library.loras import LoraLibrary
 from tests.loras import lora_tensors, to_wan_layout, write_lora, write_pair
 
 SPECS = builtin_specs()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.memory import GIB, plan_memory
+from engine.models.memory import GIB, plan_memory
 
 CUDA = torch.device("cuda")
 # Published component sizes in bf16 (VAE float32): 5B DiT ~10 GiB, umT5-XXL ~11 GiB, A14B experts ~27 GiB each.

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.catalog import builtin_specs
-from engine.memory import GIB, load_peaks, peak_for, plan_memory, planning_size
+from engine.models.memory import GIB, load_peaks, peak_for, plan_memory, planning_size
 
 CUDA = torch.device("cuda")
 PEAKS = load_peaks()

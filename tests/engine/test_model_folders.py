@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from engine import Done, Frames, GenerationRequest, Notice, RequestError, read_settings, request_from_settings
-from engine.memory import GIB, vae_tiling_reason
-from engine.tiny import build_tiny_pipeline, ensure_tiny
+from engine.models.memory import GIB, vae_tiling_reason
+from engine.models.tiny import build_tiny_pipeline, ensure_tiny
 
 from .experts import experts_called
 

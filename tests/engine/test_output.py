@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine import OutputError, read_settings
-from engine.output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug
+from engine.library.output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, slug
 
 SETTINGS = {"format": SETTINGS_FORMAT, "request": {"prompt": 'a = b; # c \\ d\n"quoted" 中文'}}
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from engine import Done, Frames, GenerationRequest, ModelLoadError, builtin_specs
-from engine.memory import load_peaks, plan_memory
-from engine.placement import GIB, RAM_HEADROOM_BYTES, plan_placement
+from engine.models.memory import load_peaks, plan_memory
+from engine.models.placement import GIB, RAM_HEADROOM_BYTES, plan_placement
 from tests.frames import assert_same_video_within_rounding
 
 CUDA = torch.device("cuda")
@@ -129,7 +129,7 @@ def frames(engine, **kw) -> np.ndarray:
 def test_an_expert_that_does_not_fit_in_ram_streams_from_disk_and_makes_the_same_video_up_to_rounding(
     make_engine, tmp_path
 ):
-    from engine.loading import component_dtypes, open_model
+    from engine.models.loading import component_dtypes, open_model
 
     reference, _ = frames(make_engine("tiny-t2v-moe"))
     model = open_model(builtin_specs()["tiny-t2v-moe"], lambda *a: None)

@@ -11,10 +11,10 @@ import torch
 
 from engine import Done, Failed, GenerationRequest, ModelLoadError, WeightOptions
 from engine.catalog import builtin_specs
-from engine.loading import load_pipeline, open_model
-from engine.memory import plan_memory
-from engine.storage import describe
-from engine.tiny import ensure_tiny
+from engine.models.loading import load_pipeline, open_model
+from engine.models.memory import plan_memory
+from engine.models.storage import describe
+from engine.models.tiny import ensure_tiny
 from tests.frames import assert_same_video_within_rounding
 from tests.single_files import tiny_model_transformer, write_gguf, write_safetensors
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from engine import GenerationRequest, ModelLoadError, builtin_specs, validate
-from engine.readiness import advice, cannot_load
+from engine.models.readiness import advice, cannot_load
 
 
 def test_a_hub_model_not_downloaded_while_offline_cannot_load(monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import Done, GenerationRequest, Notice, Ready, read_settings
-from engine.speed import ATTENTION_BACKENDS, SpeedOptions, _missing_package, fp8_storage_supported
+from engine.run.speed import ATTENTION_BACKENDS, SpeedOptions, _missing_package, fp8_storage_supported
 
 FP8_ON_CPU = fp8_storage_supported(torch.device("cpu"))
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.tiny import ensure_tiny
-from engine.weights import load_diffusers_model, stored_bytes, weight_files
+from engine.models.tiny import ensure_tiny
+from engine.models.weights import load_diffusers_model, stored_bytes, weight_files
 
 ROOT = Path(__file__).resolve().parents[2]
 

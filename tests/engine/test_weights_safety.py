@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from engine import Failed, PromptRefiner, RefinerConfig
+from engine.models.tiny import ensure_tiny
 from engine.refine.tiny import build_tiny_chat_model
-from engine.tiny import ensure_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,10 +10,10 @@ import torch
 
 from engine import Done, GenerationRequest, Step, list_videos
 from engine.jobs import Job
-from engine.output import publish
-from engine.speed import SpeedOptions
-from engine.storage import WeightOptions
-from engine.worker import LoadOptions, LocalWorker, RunOptions
+from engine.library.output import publish
+from engine.models.storage import WeightOptions
+from engine.run.speed import SpeedOptions
+from engine.run.worker import LoadOptions, LocalWorker, RunOptions
 
 
 def request(**kw) -> GenerationRequest:

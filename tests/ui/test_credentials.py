@@ -8,7 +8,7 @@ from pathlib import Path
 
 import c2pa
 
-from engine.credentials import AI_SOURCE_TYPE
+from engine.library.credentials import AI_SOURCE_TYPE
 from tests.ui.conftest import needs_chromium, open_page, shot, start_app, stop_app
 
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError, RequestError
+from ..errors import OutputError, RequestError
 from .output import read_settings
 
 MARKS = ("kept", "rejected")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from . import events as ev
-from .errors import StudioError
-from .jobs import Job, turn_order
+from .. import events as ev
+from ..errors import StudioError
+from ..jobs import Job, turn_order
 
 
 class JobQueue:

@@ -12,8 +12,8 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .catalog import ModelSpec
-from .errors import RequestError
+from ..catalog import ModelSpec
+from ..errors import RequestError
 
 SEED_MAX = 2**32 - 1
 MAX_PROMPT_CHARS = 50_000  # the text encoder reads 512 tokens; a hundred times more is never meant

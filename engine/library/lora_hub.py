@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import RequestError
+from ..errors import RequestError
 from .loras import LoraEntry
 
 log = logging.getLogger("wan_studio.lora_hub")

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from ..catalog import ModelSpec, family_from_model_index
+from ..errors import ModelLoadError
 from . import single_file
-from .catalog import ModelSpec, family_from_model_index
-from .errors import ModelLoadError
 from .storage import WeightOptions, linear_weights, quantization_config, quantized_bytes, refusal
 from .tiny import ensure_tiny, tiny_path
 from .weights import load_diffusers_model, plain_folder, read_header, stored_bytes, weight_files

@@ -18,16 +18,16 @@ from typing import Any
 
 import torch
 
-from . import events as ev
+from .. import events as ev
+from ..catalog import ModelSpec
+from ..jobs import Job
+from ..library.credentials import CredentialError, Credentials, facts_from_settings
+from ..library.output import SETTINGS_FORMAT, EncodedVideo, VideoWriter, check_outputs_dir, to_uint8, video_stems
+from ..models.memory import ExpertSwitch, MemoryPlan, set_vae_tiling, vae_tiling_reason
+from ..models.placement import Placement
 from .adapters import Adapters
-from .catalog import ModelSpec
-from .credentials import CredentialError, Credentials, facts_from_settings
 from .decode import denormalize, stream_decode
-from .jobs import Job
-from .memory import ExpertSwitch, MemoryPlan, set_vae_tiling, vae_tiling_reason
-from .output import SETTINGS_FORMAT, EncodedVideo, VideoWriter, check_outputs_dir, to_uint8, video_stems
 from .pipeline_call import encode_on_cpu, pipeline_kwargs, prepare_call, sampling_settings
-from .placement import Placement
 from .preview import denoised_estimate, latents_to_rgb
 from .speed import SpeedState
 from .views import CALLBACK_TENSORS, pipeline_view

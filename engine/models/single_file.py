@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 from .weights import header_and_data_start
 
 _FLOAT_GGUF = ("F32", "F16", "BF16")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .request import GenerationRequest
+if TYPE_CHECKING:  # only named in annotations: the run never reaches back up to admission
+    from ..admission.request import GenerationRequest
 
 
 def set_shift(pipe, shift: float) -> None:
@@ -26,7 +27,7 @@ def prepare_call(pipe, r: GenerationRequest) -> None:
 
 def sampling_settings(pipe, r: GenerationRequest) -> dict[str, Any]:
     """What the denoising actually used, for the saved settings: the scheduler, its shift, the boundary, guidance."""
-    from .catalog import scheduler_shift
+    from ..catalog import scheduler_shift
 
     config = dict(pipe.scheduler.config)
     return {

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OutputError
+from ..errors import OutputError
 
 log = logging.getLogger("wan_studio.output")
 

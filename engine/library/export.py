@@ -10,7 +10,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from .errors import RequestError
+from ..errors import RequestError
 from .gallery import SavedVideo, list_videos
 
 SHEET_COLUMNS = ("file", "take", "mark", "seed", "prompt", "model", "width", "height", "frames", "fps", "steps")

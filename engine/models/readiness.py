@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from .catalog import ModelSpec
-from .errors import ModelLoadError
+from ..catalog import ModelSpec
+from ..errors import ModelLoadError
 
 _TRUE = ("1", "true", "yes", "on")
 

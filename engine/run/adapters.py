@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .errors import RequestError
-from .loras import EXPERTS, LoraPick
+from ..errors import RequestError
+from ..library.loras import EXPERTS, LoraPick
 
 log = logging.getLogger("wan_studio.adapters")
 

@@ -20,13 +20,14 @@ from typing import Any
 
 import torch
 
-from .flags import MEMORY_MODES
+from ..catalog import PRESETS_DIR
+from ..flags import MEMORY_MODES
 
 MODES = MEMORY_MODES
 GIB = 1024**3
 # Room kept free for activations, the CUDA context and fragmentation on top of the resident weights.
 HEADROOM_BYTES = 6 * GIB
-PEAKS_FILE = Path(__file__).resolve().parent.parent / "presets" / "memory_peaks.json"
+PEAKS_FILE = PRESETS_DIR / "memory_peaks.json"
 FASTEST_FIRST = ("none", "model", "group", "sequential")  # when the table has no measured times to compare
 
 

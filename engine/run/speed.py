@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .flags import ATTENTION_BACKENDS
-from .storage import TRANSFORMERS, describe
+from ..flags import ATTENTION_BACKENDS
+from ..models.storage import TRANSFORMERS, describe
 
 log = logging.getLogger("wan_studio.speed")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 GIB = 1024**3
 # RAM kept for the OS, Python, torch and a job's host-side tensors, beyond the weights and the shard being read.

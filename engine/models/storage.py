@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .flags import QUANTIZE_TYPES, TEXT_ENCODER_DEVICES
+from ..flags import QUANTIZE_TYPES, TEXT_ENCODER_DEVICES
 
 TRANSFORMERS = ("transformer", "transformer_2")
 _INT8_SCALE_BYTES = 4  # one float scale per output row

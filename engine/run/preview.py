@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .catalog import PRESETS_DIR
+from ..catalog import PRESETS_DIR
 
 _KEYS = {16: "wan21_16ch", 48: "wan22_48ch"}
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .catalog import PRESETS_DIR, ModelSpec, builtin_specs
-from .errors import RequestError
+from ..catalog import PRESETS_DIR, ModelSpec, builtin_specs
+from ..errors import RequestError
 
 log = logging.getLogger("wan_studio.loras")
 

@@ -19,16 +19,15 @@ from typing import Any, Protocol
 
 import torch
 
-from . import events as ev
-from .adapters import Adapters
-from .catalog import ModelSpec, resolve_spec
-from .errors import ModelLoadError, OutputError, RequestError
-from .generation import Cancelled, Loaded, decode, denoise, video_settings
-from .jobs import Job
-from .loading import ModelFolder, check_weights, component_dtypes, load_pipeline, open_model
-from .lora_hub import fetch
-from .loras import LoraLibrary
-from .memory import (
+from .. import events as ev
+from ..catalog import ModelSpec, resolve_spec
+from ..errors import ModelLoadError, OutputError, RequestError
+from ..jobs import Job
+from ..library.lora_hub import fetch
+from ..library.loras import LoraLibrary
+from ..library.output import EncodedVideo, VideoWriter, write_failure_message
+from ..models.loading import ModelFolder, check_weights, component_dtypes, load_pipeline, open_model
+from ..models.memory import (
     ExpertSwitch,
     MemoryPlan,
     apply_memory,
@@ -38,13 +37,14 @@ from .memory import (
     plan_memory,
     planning_size,
 )
-from .output import EncodedVideo, VideoWriter, write_failure_message
+from ..models.placement import Placement, disk_free, host_ram_available, plan_placement
+from ..models.single_file import SingleFile, hash_files
+from ..models.storage import WeightOptions, record, summary
+from ..models.tiny import cache_root
+from .adapters import Adapters
+from .generation import Cancelled, Loaded, decode, denoise, video_settings
 from .pipeline_call import truncation_notices
-from .placement import Placement, disk_free, host_ram_available, plan_placement
-from .single_file import SingleFile, hash_files
 from .speed import SpeedOptions, apply_compile, apply_speed, fp8_storage_supported
-from .storage import WeightOptions, record, summary
-from .tiny import cache_root
 from .views import prepare as prepare_view
 
 log = logging.getLogger("wan_studio.engine")
@@ -396,7 +396,7 @@ class LocalWorker:
 
 def refine_job(job: Job, video_plan: str | None) -> None:
     """Run a refine job (its refiner and arguments are the job's payload) to Refined, Failed or Cancelled."""
-    from .refine import RefineError
+    from ..refine import RefineError
 
     refiner, arguments = job.payload
     job.started.set()

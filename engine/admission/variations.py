@@ -10,7 +10,7 @@ import secrets
 import uuid
 from dataclasses import replace
 
-from .errors import RequestError
+from ..errors import RequestError
 from .request import SEED_MAX, GenerationRequest
 
 MIN_TAKES, MAX_TAKES = 2, 8

@@ -1,0 +1,1 @@
+"""A request's way in: checked and made a job (request, variations), then waiting its turn (queue)."""
