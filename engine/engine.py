@@ -9,6 +9,7 @@ content-credentials signing and the final all-or-nothing save stay here, on the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -27,10 +28,11 @@ from .catalog import ModelSpec, resolve_spec
 from .errors import ModelLoadError, OutputError, RequestError
 from .flags import FILE_NAMINGS
 from .jobs import Job
-from .library.credentials import CredentialOptions, Credentials
+from .library.credentials import CredentialError, CredentialOptions, Credentials, facts_from_settings
 from .library.lora_hub import missing_download
 from .library.loras import LoraLibrary, recommend
 from .library.output import (
+    EncodedVideo,
     check_free_space,
     check_outputs_dir,
     estimate_video_bytes,
@@ -42,7 +44,7 @@ from .models.memory import plan_memory
 from .models.readiness import advice, cannot_load
 from .models.storage import WeightOptions, refusal
 from .refine import PromptRefiner
-from .run.generation import APP_VERSION, signing
+from .run.generation import APP_VERSION
 from .run.speed import SpeedOptions
 from .run.worker import (
     Encoded,
@@ -114,7 +116,6 @@ class Engine:
         self.filenames = filenames  # what a video's file name carries: a slug of the prompt, or time/seed/counter
         self.embed_prompt = embed_prompt  # False: the MP4's own copy of its settings holds no text (the JSON does)
         self.loras = LoraLibrary(loras, lora_presets)  # read on each use: files dropped in while it runs count
-        self._lora_presets = lora_presets
         self.host_ram = host_ram  # RAM the loader may plan for (bytes); None: what the OS reports available now
         self.min_free_bytes = int(min_free_bytes)  # kept free on the outputs disk beyond a video's estimated size
         self.removed_partials = remove_partials(self.outputs)  # what a studio killed mid-write left behind
@@ -343,7 +344,7 @@ class Engine:
         load = LoadOptions(
             self._model_name, self._revision, self.memory_requested, self.speed, self.weights, self.host_ram
         )
-        presets = str(self._lora_presets) if self._lora_presets else None
+        presets = str(self.loras.presets_path) if self.loras.presets_path else None
         run = RunOptions(
             str(self.outputs),
             self.preview_every,
@@ -416,6 +417,28 @@ class Engine:
             return
         timings["save"] = time.perf_counter() - started
         job.emit(ev.Done(job.id, str(path), settings, job.seed, dict(timings)))
+
+
+def signing(credentials: Credentials, job: Job, settings: dict[str, Any], video: EncodedVideo) -> Callable[..., dict]:
+    """The sign step of publishing (output.publish), on the studio's side: content credentials for this video, or
+    the record of why it is saved unsigned, said to the job as a notice."""
+
+    def sign(source: Path, target: Path) -> dict[str, Any]:
+        record = credentials.unsigned()
+        if credentials.active:
+            image = job.valid.image
+            pixels = None if image is None else hashlib.sha256(image.tobytes()).hexdigest()
+            facts = facts_from_settings(settings, f"{video.stem}.mp4", pixels, f"{video.plain_stem}.mp4")
+            try:
+                record = credentials.sign(source, target, facts, image)
+            except CredentialError as exc:
+                record = {"signed": False, "reason": str(exc)}
+                log.warning("job %s: saved without content credentials: %s", job.id, exc)
+        if not record["signed"]:
+            job.emit(ev.Notice(job.id, f"Saved without content credentials: {record['reason']}."))
+        return record
+
+    return sign
 
 
 def request_from_settings(settings: dict[str, Any]) -> GenerationRequest:

@@ -121,7 +121,7 @@ class GenerateTab:
 
     def model_updates(self, spec: ModelSpec, engine: Engine) -> dict[Any, Any]:
         """Every control that depends on the model, set to that model's choices and defaults."""
-        settings = {**model_settings(self.mode, spec), **lora_picker.model_settings(engine, spec)}
+        settings = model_settings(self.mode, spec, engine)
         return {self.control(name): gr.update(**kwargs) for name, kwargs in settings.items()}
 
     def control(self, name: str) -> Any:
@@ -179,10 +179,10 @@ class GenerateTab:
         return [n for n in lora_picker.names_in(request.get("loras")) if n not in known]
 
 
-def model_settings(mode: str, spec: ModelSpec) -> dict[str, dict[str, Any]]:
-    """The model-dependent controls' settings (value, choices, bounds, visibility) as keyword arguments: the page is
-    built with them, so it shows the launch model's defaults before it is interactive, and a model switch sends the
-    same ones as updates."""
+def model_settings(mode: str, spec: ModelSpec, engine: Engine) -> dict[str, dict[str, Any]]:
+    """The model-dependent controls' settings (value, choices, bounds, visibility) as keyword arguments, the LoRA
+    picker's included: the page is built with them, so it shows the launch model's defaults before it is interactive,
+    and a model switch sends the same ones as updates."""
     ok = serves(mode, spec)
     other = None if ok else counterpart(mode, spec)
     need = (
@@ -214,6 +214,7 @@ def model_settings(mode: str, spec: ModelSpec) -> dict[str, dict[str, Any]]:
         "width": dict(value=spec.width),
         "height": dict(value=spec.height),
         "generate": dict(interactive=ok),
+        **lora_picker.model_settings(engine, spec),
     }
 
 
@@ -224,7 +225,7 @@ def _number(value: Any) -> Any:
 def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> GenerateTab:
     """Lay out one generation tab and wire its events (inside an open gr.Tab)."""
     base = spec or builtin_specs()["tiny-ti2v"]
-    made = model_settings(mode, spec) if spec is not None else {}
+    made = model_settings(mode, spec, engine) if spec is not None else {}
 
     def at(name: str, **kwargs: Any) -> dict[str, Any]:  # a control's own arguments, then the model's settings
         return {**kwargs, **made.get(name, {})}
@@ -282,7 +283,7 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
                 placeholder="none",
                 elem_id=f"{mode}-style",
             )
-            loras = lora_picker.build(mode, lora_picker.model_settings(engine, spec) if spec is not None else {})
+            loras = lora_picker.build(mode, at)
             with gr.Accordion("Advanced", open=False, elem_id=f"{mode}-advanced"):
                 negative = gr.Textbox(
                     **at(

@@ -6,6 +6,7 @@ the page sends is what a script would send; choosing LoRAs in the menu writes it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,29 +25,29 @@ class LoraPicker:
     about: gr.Markdown
 
 
-def build(mode: str, made: dict[str, dict[str, Any]]) -> LoraPicker:
-    """made: model_settings for the launch model ({} when it cannot load)."""
+def build(mode: str, at: Callable[..., dict[str, Any]]) -> LoraPicker:
+    """`at(name, **arguments)`: a control's arguments with the launch model's settings over them (generate_tab)."""
     with gr.Row():
         menu = gr.Dropdown(
-            **{
-                "choices": [],
-                "value": [],
-                **made.get("loras.menu", {}),
-                "multiselect": True,
-                "label": "LoRAs",
-                "scale": 3,
-                "elem_id": f"{mode}-loras",
-                "allow_custom_value": False,
-            }
+            **at(
+                "loras.menu",
+                choices=[],
+                value=[],
+                multiselect=True,
+                label="LoRAs",
+                scale=3,
+                elem_id=f"{mode}-loras",
+                allow_custom_value=False,
+            )
         )
         strengths = gr.Textbox(
-            **{
-                "info": "NAME:STRENGTH; on the A14B models NAME:HIGH:LOW (high-noise and low-noise expert)",
-                **made.get("loras.strengths", {}),
-                "label": "LoRA strengths",
-                "scale": 3,
-                "elem_id": f"{mode}-lora-strengths",
-            }
+            **at(
+                "loras.strengths",
+                info="NAME:STRENGTH; on the A14B models NAME:HIGH:LOW (high-noise and low-noise expert)",
+                label="LoRA strengths",
+                scale=3,
+                elem_id=f"{mode}-lora-strengths",
+            )
         )
     about = gr.Markdown("", elem_id=f"{mode}-lora-about")
     return LoraPicker(menu, strengths, about)

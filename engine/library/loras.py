@@ -195,10 +195,16 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     data, problems = _read_json(path)
     meta = _metadata(data)
     notes = "; ".join(x for x in (*problems, meta["notes"] and f"{path.name}: {meta['notes']}") if x)
-    if notes and f"{path}:{notes}" not in _said:
-        _said.add(f"{path}:{notes}")
-        log.warning("LoRA %s: %s", path.stem, notes)
+    if notes:
+        _say_once(f"LoRA {path.stem}: {notes}", where=str(path))
     return {**meta, "notes": notes}
+
+
+def _say_once(message: str, where: str = "") -> None:
+    """One terminal line per problem (and file) per process: the folder and presets are read on every use."""
+    if f"{where}:{message}" not in _said:
+        _said.add(f"{where}:{message}")
+        log.warning("%s", message)
 
 
 def _folder_files(folder: Path) -> tuple[str, dict[str, Path], str]:
@@ -246,9 +252,7 @@ def load_presets(path: Path | None = None) -> dict[str, dict[str, Any]]:
     """presets/loras.json: the published LoRAs the studio can fetch by name."""
     data, problems = _read_json(path or PRESETS_DIR / "loras.json")
     for problem in problems:
-        if problem not in _said:
-            _said.add(problem)
-            log.warning("LoRA presets: %s", problem)
+        _say_once(f"LoRA presets: {problem}")
     return {name: item for name, item in (data.get("loras") or {}).items() if isinstance(item, dict)}
 
 

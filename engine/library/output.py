@@ -286,12 +286,9 @@ class VideoWriter:
     ):
         import imageio_ffmpeg
 
-        self.folder = folder
-        self.stem = stem
-        self.plain_stem = plain_stem or stem  # the name without the prompt (what the credentials' title uses)
-        self.token = f"{os.getpid()}.{time.monotonic_ns()}"  # the pid tells a restart whose partial file this is
-        names = EncodedVideo(str(folder), self.token, stem, self.plain_stem)
-        self.temp, self.signed_temp, self.sidecar_temp = (names.partial(k) for k in ("mp4", "signed", "json"))
+        token = f"{os.getpid()}.{time.monotonic_ns()}"  # the pid tells a restart whose partial file this is
+        self.video = EncodedVideo(str(folder), token, stem, plain_stem or stem)  # what close() hands on
+        self.temp = self.video.partial()
         meta = embedded_settings(settings, with_text=embed_text)
         command = [
             imageio_ffmpeg.get_ffmpeg_exe(),
@@ -376,7 +373,7 @@ class VideoWriter:
         except BaseException:
             self.abort()
             raise
-        return EncodedVideo(str(self.folder), self.token, self.stem, self.plain_stem)
+        return self.video
 
     def finish(self, settings: dict[str, Any], sign: Callable[[Path, Path], dict[str, Any]] | None = None) -> Path:
         """close() and publish(): the final video path (see publish)."""
@@ -392,9 +389,7 @@ class VideoWriter:
             pass
         self._proc.wait()
         self._reader.join(5)
-        self.temp.unlink(missing_ok=True)
-        self.signed_temp.unlink(missing_ok=True)
-        self.sidecar_temp.unlink(missing_ok=True)
+        self.video.discard()
 
 
 _MP4_PARTIAL = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.(?P<ns>\d+)\.partial\.mp4$")

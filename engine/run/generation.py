@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -21,8 +20,7 @@ import torch
 from .. import events as ev
 from ..catalog import ModelSpec
 from ..jobs import Job
-from ..library.credentials import CredentialError, Credentials, facts_from_settings
-from ..library.output import SETTINGS_FORMAT, EncodedVideo, VideoWriter, check_outputs_dir, to_uint8, video_stems
+from ..library.output import SETTINGS_FORMAT, VideoWriter, check_outputs_dir, to_uint8, video_stems
 from ..models.memory import ExpertSwitch, MemoryPlan, set_vae_tiling, vae_tiling_reason
 from ..models.placement import Placement
 from .adapters import Adapters
@@ -145,7 +143,7 @@ def decode(
     filenames: str = "prompt",
     embed_prompt: bool = True,
 ) -> tuple[VideoWriter, float]:
-    """Decode chunk by chunk straight into a hidden partial MP4 (VideoWriter.finish moves it into place);
+    """Decode chunk by chunk straight into a hidden partial MP4 (the studio publishes it once the writer is closed);
     `filenames` picks the name (output.video_stems), `embed_prompt` whether the MP4's own settings hold texts."""
     from diffusers.utils.torch_utils import get_module_execution_device
 
@@ -213,28 +211,6 @@ def video_settings(
         "timings": dict(timings),
         "versions": {"torch": torch.__version__, "diffusers": version("diffusers")},
     }
-
-
-def signing(credentials: Credentials, job: Job, settings: dict[str, Any], video: EncodedVideo) -> Callable[..., dict]:
-    """The sign step of publishing (output.publish): content credentials for this video, or the record of why it is
-    saved unsigned, said to the job as a notice."""
-
-    def sign(source: Path, target: Path) -> dict[str, Any]:
-        record = credentials.unsigned()
-        if credentials.active:
-            image = job.valid.image
-            pixels = None if image is None else hashlib.sha256(image.tobytes()).hexdigest()
-            facts = facts_from_settings(settings, f"{video.stem}.mp4", pixels, f"{video.plain_stem}.mp4")
-            try:
-                record = credentials.sign(source, target, facts, image)
-            except CredentialError as exc:
-                record = {"signed": False, "reason": str(exc)}
-                log.warning("job %s: saved without content credentials: %s", job.id, exc)
-        if not record["signed"]:
-            job.emit(ev.Notice(job.id, f"Saved without content credentials: {record['reason']}."))
-        return record
-
-    return sign
 
 
 @functools.cache
