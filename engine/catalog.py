@@ -49,6 +49,7 @@ class ModelSpec:
     limits: Limits
     tiny: bool = False
     revision: str | None = None
+    heads: int | None = None  # the transformers' attention heads (a parallel degree must divide them); None: unknown
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     # Where each default came from when a folder's own value differs from its family's preset: field -> notice.
     # Said with every job that uses the default (validate), so the video's settings explain it.
@@ -113,6 +114,7 @@ def _spec_from_entry(model_id: str, entry: dict, defaults: dict) -> ModelSpec:
             fps=tuple(lim["fps"]),
         ),
         tiny=bool(data.get("tiny", False)),
+        heads=data.get("heads"),
     )
 
 
@@ -290,4 +292,14 @@ def resolve_spec(model: str, revision: str | None = None) -> ModelSpec:
         limits=_widen(base.limits, own),
         revision=revision,
         differs=own["differs"],
+        heads=_heads(model, revision),
     )
+
+
+def _heads(model: str, revision: str | None) -> int | None:
+    """A folder's attention heads from its transformer's config (None when it cannot be read yet)."""
+    try:
+        heads = read_model_file(model, "transformer/config.json", revision).get("num_attention_heads")
+    except ModelLoadError:
+        return None
+    return heads if isinstance(heads, int) and not isinstance(heads, bool) else None

@@ -45,6 +45,7 @@ from .models.readiness import advice, cannot_load
 from .models.storage import WeightOptions, refusal
 from .refine import PromptRefiner
 from .run.generation import APP_VERSION
+from .run.parallel import ParallelWorker, group_devices, parallel_label, parallel_refusal
 from .run.speed import SpeedOptions
 from .run.worker import (
     Encoded,
@@ -76,6 +77,7 @@ class ModelState:
     advice: str = ""  # worth knowing before the first job: no CUDA GPU for a real model, a download to come
     activity: str = ""  # work besides loading the model, with its progress (a LoRA download)
     storage: str = ""  # each component's storage type and size, and the file it came from (storage.summary)
+    parallel: str = ""  # how each video is split over processes ('Parallel: 4 GPUs (Ulysses)'); "" for one
 
 
 class Engine:
@@ -83,6 +85,8 @@ class Engine:
 
     Loading happens on a worker, lazily on the first job or through load_model(); nothing heavy happens here.
     `workers` > 1 runs that many local workers, each with its own copy of the model (jobs run side by side).
+    `parallel` > 1 makes each worker a group of that many processes, one GPU each, that make every video together
+    (run/parallel.py).
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class Engine:
         filenames: str = "prompt",
         embed_prompt: bool = True,
         workers: int = 1,
+        parallel: int = 1,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.memory_requested = memory
@@ -124,17 +129,24 @@ class Engine:
         self._revision = revision
         self._spec: ModelSpec | None = None
         self._queue = JobQueue()
+        self.parallel = max(1, int(parallel))
         # the workers: one in this process by default; each thread takes the next job from the queue
-        self.workers: list[Worker] = [LocalWorker(self.device, f"local-{i + 1}") for i in range(max(1, int(workers)))]
+        self.workers: list[Worker] = [self._worker(i) for i in range(max(1, int(workers)))]
         self._threads = [
             threading.Thread(target=self._serve, args=(w,), name=f"wan-studio-worker-{i + 1}", daemon=True)
             for i, w in enumerate(self.workers)
         ]
         for worker in self.workers:
-            if isinstance(worker, LocalWorker):
-                worker.on_start = self._room_for
+            worker.on_start = self._room_for
         for thread in self._threads:
             thread.start()
+
+    def _worker(self, index: int) -> Worker:
+        """Worker `index`: this process on this device, or a parallel group on GPUs of its own."""
+        if self.parallel == 1:
+            return LocalWorker(self.device, f"local-{index + 1}")
+        devices = group_devices(self.parallel, self.device, index * self.parallel)
+        return ParallelWorker(self.parallel, devices, f"group-{index + 1}")
 
     # ----- public API -----------------------------------------------------------------------------------------
 
@@ -201,6 +213,7 @@ class Engine:
             advice=advice(spec, self.device) if not worker.loaded else "",
             activity=worker.activity,
             storage=worker.storage,
+            parallel=parallel_label(self.parallel, self.device),
         )
 
     def device_name(self) -> str:
@@ -252,7 +265,7 @@ class Engine:
         """Known before loading: the model needs what this machine lacks, or the weight options cannot work here."""
         if (why := refusal(self.weights, self.device)) is not None:
             return ModelLoadError(*why, spec.id)
-        return cannot_load(spec)
+        return parallel_refusal(spec, self.parallel, self.device) or cannot_load(spec)
 
     def _validate(self, request: GenerationRequest) -> ValidRequest:
         """The LoRA choice first (its recommended settings fill what the user left unset), then the request."""
@@ -332,6 +345,8 @@ class Engine:
         self._queue.close()
         for thread in self._threads:
             thread.join(timeout)
+        for worker in self.workers:
+            worker.stop()  # a parallel group's processes end here
 
     # ----- the studio's side of a job --------------------------------------------------------------------------
 

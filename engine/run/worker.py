@@ -130,6 +130,7 @@ class LocalWorker:
         self._options: LoadOptions | None = None  # what `loaded` was loaded with (or is loading)
         self._specs: dict[tuple[str, str | None], ModelSpec] = {}
         self._state, self._message, self._activity = "not loaded", "", ""
+        self.decodes = True  # False: a job ends after denoising (a parallel rank other than the first)
 
     # ----- the protocol ---------------------------------------------------------------------------------------
 
@@ -220,6 +221,7 @@ class LocalWorker:
             speed = apply_speed(pipe, load.speed, self.device)
             for notice in speed.notices:
                 job.emit(ev.Notice(job.id, notice))
+            self._before_memory(pipe)
             tag = f"{component_dtypes(self.device)['transformer']}-fp8={speed.fp8}"
             tag += f"-{weights.quantize}-{weights.quantize_text}-{sorted(hashes.items())}"
             dirs = {n: offload_folder(cache_root() / "offload", model.path, n, tag) for n in placement.on_disk()}
@@ -244,6 +246,13 @@ class LocalWorker:
         log.info("weights: %s", summary(storage))
         self._state, self._message = "ready", ""
         report("ready", 1.0, f"{spec.label} ready on {device_name(self.device)}")
+
+    def _before_memory(self, pipe: Any) -> None:
+        """A change to the freshly loaded pipeline before its memory hooks go on (a parallel rank splits it)."""
+
+    def run_record(self) -> dict[str, Any]:
+        """What this worker adds to a video's settings (a parallel rank: how the work was split)."""
+        return {}
 
     def _plan_load(
         self, spec: ModelSpec, model: ModelFolder, job: Job, files: dict[str, SingleFile], load: LoadOptions
@@ -323,9 +332,12 @@ class LocalWorker:
             self.checkpoint(job, "denoise")
             latents, timings_denoise, sampling = denoise(loaded, job, started, options.preview_every, self.checkpoint)
             timings.update(timings_denoise)
+            if not self.decodes:
+                return None
             stage = "decoding"
             self.checkpoint(job, "decode")
             settings = video_settings(loaded, job, spec, device_name(self.device), timings, sampling, lora_record)
+            settings.update(self.run_record())
             writer, timings["decode"] = decode(
                 loaded, job, latents, settings, outputs, self.checkpoint, options.filenames, options.embed_prompt
             )
