@@ -125,6 +125,15 @@ FLAGS = (
         "a JSON file of published LoRAs to fetch by name, in the form of presets/loras.json (a team's own Hub "
         "LoRAs); default: presets/loras.json",
     ),
+    Flag(
+        "--parallel",
+        "WAN_PARALLEL",
+        1,
+        "split every video over N processes, one GPU each (the first N that CUDA_VISIBLE_DEVICES shows), with "
+        "Ulysses context parallelism; without CUDA, N CPU processes over gloo",
+        kind=int,
+        metavar="N",
+    ),
     Flag("--queue-size", "WAN_QUEUE_SIZE", 16, "jobs that may wait behind the running one", kind=int),
     Flag("--max-upload", "WAN_MAX_UPLOAD", "25mb", "largest file a user may upload"),
     Flag(
@@ -383,6 +392,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"WARNING: {SHARE_WARNING}", file=sys.stderr)
     from engine import CredentialOptions, Engine, PromptRefiner, RefinerConfig, SpeedOptions, WeightOptions
 
+    if args.parallel < 1:
+        raise SystemExit(f"--parallel must be 1 or more (got {args.parallel}).")
     model = default_model() if args.model == "auto" else args.model
     speed = SpeedOptions(
         attention_backend=args.attention,
@@ -413,6 +424,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         filenames=args.filenames,
         embed_prompt=not args.no_embedded_prompt,
+        parallel=args.parallel,
     )
     for line in launch_report(engine):
         print(f"Wan Studio: {line}", file=sys.stderr, flush=True)

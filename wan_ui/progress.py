@@ -54,7 +54,8 @@ def header_markdown(state: ModelState, queue: int) -> str:
     }.get(state.state, state.state)
     memory = state.memory + (f" ({state.memory_reason})" if state.memory_reason else "")
     jobs = "idle" if queue == 0 else f"{queue} job{'s' if queue > 1 else ''} running or waiting"
-    line = f"**{state.label}**: {what}  \nMemory mode: {memory} · Device: {state.device} · Queue: {jobs}"
+    device = f"{state.device} · {state.parallel}" if state.parallel else state.device
+    line = f"**{state.label}**: {what}  \nMemory mode: {memory} · Device: {device} · Queue: {jobs}"
     if state.placement:
         line += f"  \nWeights: {state.placement}"
     if state.storage:

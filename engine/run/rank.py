@@ -159,12 +159,13 @@ class TokenSplit:
     It also turns on diffusers' ulysses_anything for a video whose token count does not divide by the degree (an
     uneven split); an even one keeps the plain all-to-all, which needs no exchange of sizes."""
 
-    def __init__(self, module: torch.nn.Module, degree: int):
+    def __init__(self, module: torch.nn.Module, degree: int, gather_here: bool):
         self.degree = degree
         self.total = 0
         self.local = 0
         patch = module.config.patch_size
         config = module._parallel_config.context_parallel_config
+        self.group = config._flattened_mesh.get_group()
 
         def whole(_module: Any, args: tuple, kwargs: dict) -> None:
             latents = kwargs.get("hidden_states", args[0] if args else None)
@@ -177,24 +178,42 @@ class TokenSplit:
 
         module.register_forward_pre_hook(whole, with_kwargs=True)
         module.blocks[0].register_forward_hook(here)
+        if gather_here:
+            module.proj_out.register_forward_hook(self._gather)
+
+    def _gather(self, _module: Any, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """The ranks' shares of proj_out's output, whole again, through an all-gather of equal sizes.
+
+        Why ours: gloo's all-gather takes equal sizes only, and an uneven split (ulysses_anything) gives the first
+        ranks one token more; diffusers gathers unequal sizes, which NCCL takes, so on CUDA its own gather runs."""
+        shares = [len(part) for part in torch.arange(self.total).tensor_split(self.degree)]
+        longest = max(shares)
+        padded = torch.nn.functional.pad(output, (0, 0, 0, longest - output.shape[1]))
+        gathered = [torch.empty_like(padded) for _ in shares]
+        dist.all_gather(gathered, padded.contiguous(), group=self.group)
+        return torch.cat([part[:, :share] for part, share in zip(gathered, shares)], dim=1)
 
     def seen(self) -> dict[str, int]:
         return {"tokens": self.total, "tokens_on_rank_0": self.local}
 
 
 def split_transformer(module: torch.nn.Module, degree: int, device: torch.device) -> TokenSplit:
-    """Ulysses context parallelism on one transformer (diffusers' own plan for WanTransformer3DModel)."""
+    """Ulysses context parallelism on one transformer (diffusers' own plan for WanTransformer3DModel; on the CPU
+    path its last gather is TokenSplit's)."""
     from diffusers import ContextParallelConfig
 
+    plan = None
+    if device.type == "cpu":
+        plan = {name: part for name, part in module._cp_plan.items() if name != "proj_out"}
     try:
         with _cpu_device_count(device):
-            module.enable_parallelism(config=ContextParallelConfig(ulysses_degree=degree))
+            module.enable_parallelism(config=ContextParallelConfig(ulysses_degree=degree), cp_plan=plan)
     except ValueError as exc:  # an attention kernel that cannot run split, say
         raise ModelLoadError(
             f"its transformer cannot be split over {degree} processes ({exc})",
             "Start with --attention native, or without --parallel.",
         ) from None
-    return TokenSplit(module, degree)
+    return TokenSplit(module, degree, gather_here=plan is not None)
 
 
 @contextlib.contextmanager
