@@ -191,7 +191,7 @@ class TokenSplit:
         padded = torch.nn.functional.pad(output, (0, 0, 0, longest - output.shape[1]))
         gathered = [torch.empty_like(padded) for _ in shares]
         dist.all_gather(gathered, padded.contiguous(), group=self.group)
-        return torch.cat([part[:, :share] for part, share in zip(gathered, shares)], dim=1)
+        return torch.cat([part[:, :share] for part, share in zip(gathered, shares, strict=True)], dim=1)
 
     def seen(self) -> dict[str, int]:
         return {"tokens": self.total, "tokens_on_rank_0": self.local}
