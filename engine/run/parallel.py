@@ -24,10 +24,11 @@ from typing import Any
 import torch
 
 from .. import events as ev
-from ..catalog import ModelSpec
+from ..catalog import ModelSpec, resolve_spec
 from ..errors import ModelLoadError, OutputError
 from ..jobs import Job
 from ..library.output import remove_partials
+from ..models.loading import open_model
 from .rank import KIND, GroupConfig, rank_main
 from .worker import Encoded, LoadOptions, RunOptions, WorkerState, refine_job
 
@@ -94,6 +95,7 @@ class ParallelWorker:
         self._conns: list[Connection] = []
         self._stop = None
         self._state = WorkerState("not loaded", "", False)
+        self._load: LoadOptions | None = None  # what the ranks were last told to hold
 
     # ----- the protocol ---------------------------------------------------------------------------------------
 
@@ -107,6 +109,13 @@ class ParallelWorker:
             except OutputError as exc:
                 job.emit(ev.Failed(job.id, str(exc), "output"))
                 return None
+        try:
+            if not (self._state.loaded and load == self._load):
+                self._fetch(job, load)
+        except ModelLoadError as exc:
+            job.emit(ev.Failed(job.id, str(exc.for_model(load.model)), "model"))
+            return None
+        self._load = load
         try:
             self._ensure_group(job)
             self._stop.clear()
@@ -136,6 +145,15 @@ class ParallelWorker:
     def pids(self) -> list[int]:
         """The ranks' process ids, rank 0 first (empty before the group starts)."""
         return [p.pid for p in self._procs]
+
+    def _fetch(self, job: Job, load: LoadOptions) -> None:
+        """Download (or build) the model once, in this process, before the ranks read it: N ranks fetching at once
+        would download it N times, and transformers writes a model from rank 0 of a process group only."""
+
+        def report(stage: str, fraction: float, message: str) -> None:
+            job.emit(ev.Loading(job.id, stage, fraction, message))
+
+        open_model(resolve_spec(load.model, load.revision), report)
 
     # ----- the group ------------------------------------------------------------------------------------------
 

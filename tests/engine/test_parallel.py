@@ -135,3 +135,10 @@ def test_shutting_the_engine_down_leaves_no_process(make_engine):
     assert len(pids) == 2 and all(alive(p) for p in pids)
     engine.shutdown()
     assert not any(alive(p) for p in pids)
+
+
+def test_a_model_not_yet_on_disk_is_fetched_once_before_the_processes_read_it(make_engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("WAN_STUDIO_CACHE", str(tmp_path / "empty-cache"))  # the ranks inherit it
+    job = make_engine("tiny-t2v-moe", parallel=2).submit(request())
+    assert isinstance(job.wait(300), Done), job.wait(0)
+    assert (tmp_path / "empty-cache" / "tiny").is_dir()
