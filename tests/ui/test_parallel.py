@@ -77,7 +77,7 @@ def test_a_degree_the_model_cannot_take_is_refused_at_launch_and_the_studio_keep
             app.client().predict(prompt="a heron", num_frames=5, steps=2, api_name="/text_to_video", **SIZE)
         assert app.client().predict(api_name="/list_loras") is not None  # still answering
         log = app.log.read_text(errors="replace")
-        said = "Model tiny-t2v-moe cannot be used: --parallel 3 cannot split it: Ulysses needs the degree to divide its 2"
+        said = "Model tiny-t2v-moe cannot be used: --parallel 3 cannot split it: Ulysses needs the degree to divide"
         assert log.count(said) == 1, log  # at launch, in one line (and the refused job in its own line)
         assert "Traceback" not in log
         assert children(app.process.pid) == set()  # no rank was started
