@@ -70,22 +70,30 @@ def _text_encoder(vocab_size: int):
     return UMT5EncoderModel(config).eval()
 
 
-def _transformer(in_channels: int, out_channels: int, ffn_dim: int = 32):
+def _transformer(
+    in_channels: int,
+    out_channels: int,
+    ffn_dim: int = 32,
+    heads: int = 2,
+    head_dim: int = 12,
+    layers: int = 2,
+    rope: int = 32,
+):
     from diffusers import WanTransformer3DModel
 
     return WanTransformer3DModel(
         patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
         in_channels=in_channels,
         out_channels=out_channels,
         text_dim=TEXT_DIM,
         freq_dim=256,
         ffn_dim=ffn_dim,
-        num_layers=2,
+        num_layers=layers,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
+        rope_max_seq_len=rope,
     ).eval()
 
 
@@ -158,6 +166,27 @@ def build_tiny_pipeline(name: str):
             boundary_ratio=0.9,
         )
     raise ValueError(f"unknown tiny model {name!r}")
+
+
+def build_wide_ti2v(heads: int, head_dim: int, layers: int):
+    """The tiny TI2V pipeline with a transformer as wide as asked: attention dominates its steps, as in the real
+    models (for benchmarks of how attention is split; the text encoder and VAE stay tiny)."""
+    import torch
+    from diffusers import WanPipeline
+
+    torch.manual_seed(0)
+    tokenizer = _tokenizer()
+    width = heads * head_dim
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder(len(tokenizer)),
+        vae=_vae(wan22=True),
+        transformer=_transformer(48, 48, 2 * width, heads, head_dim, layers, rope=1024),
+        scheduler=_scheduler(5.0),
+        transformer_2=None,
+        boundary_ratio=None,
+        expand_timesteps=True,
+    )
 
 
 def ensure_tiny(name: str) -> Path:
