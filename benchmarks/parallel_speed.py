@@ -85,6 +85,10 @@ def main() -> None:
                 parallel=degree,
                 preview_every=0,
             )
+            if engine.state().state == "failed":  # more GPUs than the machine has, a degree the heads refuse
+                print(f"N={degree}: {engine.state().message}", file=sys.stderr)
+                engine.shutdown()
+                continue
             started = time.perf_counter()
             results[degree] = timed_runs(engine, request, args.runs)
             engine.shutdown()
