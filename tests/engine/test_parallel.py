@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import Cancelled, Done, Failed, Frames, GenerationRequest, ModelLoadError, Step
+from engine import Cancelled, Done, Failed, Frames, GenerationRequest, ModelLoadError, Preview, Ready, Step
 from tests.frames import assert_same_video_within_rounding
+from tests.loras import lora_tensors, write_lora
 from wan_ui.progress import header_markdown
 
 
@@ -46,6 +47,7 @@ def test_two_processes_make_the_frames_one_process_makes(make_engine, model):
     two = make_engine(model, parallel=2).submit(request())
     # the attention of each step is summed in another order when its heads are split over two processes
     assert_same_video_within_rounding(one, frames_of(two), "one process against two (Ulysses)")
+    assert [e.step for e in two.history() if isinstance(e, Preview)] == [1, 2, 3]  # every step, from rank 0
     assert two.wait(0).settings["parallel"] | {"experts": None} == {
         "degree": 2,
         "kind": "ulysses",
@@ -142,3 +144,20 @@ def test_a_model_not_yet_on_disk_is_fetched_once_before_the_processes_read_it(ma
     job = make_engine("tiny-t2v-moe", parallel=2).submit(request())
     assert isinstance(job.wait(300), Done), job.wait(0)
     assert (tmp_path / "empty-cache" / "tiny").is_dir()
+
+
+def test_a_lora_on_the_group_gives_the_frames_it_gives_one_process(make_engine, tmp_path):
+    write_lora(tmp_path / "loras", "glow", lora_tensors(scale=2.0))
+    one = make_engine(loras=tmp_path / "loras").submit(request(loras="glow"))
+    two = make_engine(loras=tmp_path / "loras", parallel=2).submit(request(loras="glow"))
+    assert_same_video_within_rounding(frames_of(one), frames_of(two), "a LoRA on one process against two")
+    assert two.wait(0).settings["loras"][0]["name"] == "glow"
+
+
+def test_a_model_switch_reloads_every_process_of_the_group(make_engine):
+    engine = make_engine("tiny-ti2v", parallel=2)
+    assert isinstance(engine.submit(request()).wait(300), Done)
+    assert isinstance(engine.load_model("tiny-t2v-moe").wait(300), Ready)
+    done = engine.submit(request()).wait(300)
+    assert isinstance(done, Done) and done.settings["model"] == "tiny-t2v-moe"
+    assert set(done.settings["parallel"]["experts"]) == {"transformer", "transformer_2"}
