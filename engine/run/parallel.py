@@ -113,14 +113,18 @@ class ParallelWorker:
             if not (self._state.loaded and load == self._load):
                 self._fetch(job, load)
         except ModelLoadError as exc:
-            job.emit(ev.Failed(job.id, str(exc.for_model(load.model)), "model"))
+            self._state = WorkerState("failed", str(exc.for_model(load.model)), False)
+            job.emit(ev.Failed(job.id, self._state.message, "model"))
             return None
         self._load = load
         try:
             self._ensure_group(job)
             self._stop.clear()
-            for conn in self._conns:
-                conn.send(("run", job.id, job.kind, job.valid, load, options))
+            for rank, conn in enumerate(self._conns):
+                try:
+                    conn.send(("run", job.id, job.kind, job.valid, load, options))
+                except OSError:  # it died since the group was last looked at
+                    raise GroupLost(self._death(rank)) from None
             return self._follow(job)
         except GroupLost as exc:
             self._lose(job, str(exc), options)
