@@ -7,6 +7,7 @@ Space configures it; Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are ho
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -133,6 +134,23 @@ FLAGS = (
         "Ulysses context parallelism; without CUDA, N CPU processes over gloo",
         kind=int,
         metavar="N",
+    ),
+    Flag(
+        "--workers",
+        "WAN_WORKERS",
+        1,
+        "make N videos at once: N workers on Ray, each with its own copy of the model on its own GPU (with "
+        "--parallel P, P GPUs each); without --ray a local Ray instance on 127.0.0.1 is started and stopped with "
+        "the studio",
+        kind=int,
+        metavar="N",
+    ),
+    Flag(
+        "--ray",
+        "WAN_RAY",
+        None,
+        "place the workers on the team's Ray cluster at this address (see the README's Several GPUs and machines)",
+        metavar="ADDRESS",
     ),
     Flag("--queue-size", "WAN_QUEUE_SIZE", 16, "jobs that may wait behind the running one", kind=int),
     Flag("--max-upload", "WAN_MAX_UPLOAD", "25mb", "largest file a user may upload"),
@@ -392,8 +410,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"WARNING: {SHARE_WARNING}", file=sys.stderr)
     from engine import CredentialOptions, Engine, PromptRefiner, RefinerConfig, SpeedOptions, WeightOptions
 
-    if args.parallel < 1:
-        raise SystemExit(f"--parallel must be 1 or more (got {args.parallel}).")
+    if args.parallel < 1 or args.workers < 1:
+        raise SystemExit(f"--parallel and --workers must be 1 or more (got {args.parallel} and {args.workers}).")
+    cluster = args.ray or ("local" if args.workers > 1 else None)
+    if cluster and importlib.util.find_spec("ray") is None:
+        raise SystemExit(
+            f"{'--ray' if args.ray else f'--workers {args.workers}'} needs Ray, which is not installed: "
+            "pip install -r requirements-ray.txt"
+        )
     model = default_model() if args.model == "auto" else args.model
     speed = SpeedOptions(
         attention_backend=args.attention,
@@ -425,6 +449,8 @@ def main(argv: list[str] | None = None) -> None:
         filenames=args.filenames,
         embed_prompt=not args.no_embedded_prompt,
         parallel=args.parallel,
+        workers=args.workers,
+        cluster=cluster,
     )
     for line in launch_report(engine):
         print(f"Wan Studio: {line}", file=sys.stderr, flush=True)

@@ -25,7 +25,7 @@ from .admission.queue import JobQueue
 from .admission.request import GenerationRequest, ValidRequest, validate
 from .admission.variations import Batch
 from .catalog import ModelSpec, resolve_spec
-from .errors import ModelLoadError, OutputError, RequestError
+from .errors import ModelLoadError, OutputError, RequestError, WorkersUnavailable
 from .flags import FILE_NAMINGS
 from .jobs import Job
 from .library.credentials import CredentialError, CredentialOptions, Credentials, facts_from_settings
@@ -46,6 +46,7 @@ from .models.storage import WeightOptions, refusal
 from .refine import PromptRefiner
 from .run.generation import APP_VERSION
 from .run.parallel import ParallelWorker, group_devices, parallel_label, parallel_refusal
+from .run.pool import RayPool, WorkerLost
 from .run.speed import SpeedOptions
 from .run.worker import (
     Encoded,
@@ -78,6 +79,8 @@ class ModelState:
     activity: str = ""  # work besides loading the model, with its progress (a LoRA download)
     storage: str = ""  # each component's storage type and size, and the file it came from (storage.summary)
     parallel: str = ""  # how each video is split over processes ('Parallel: 4 GPUs (Ulysses)'); "" for one
+    pool: str = ""  # a pool of workers on Ray: 'Workers: 3 of 4 busy (2 machines)'; "" without one
+    pool_workers: tuple[str, ...] = ()  # one line per pool worker: where it runs and its state
 
 
 class Engine:
@@ -86,7 +89,8 @@ class Engine:
     Loading happens on a worker, lazily on the first job or through load_model(); nothing heavy happens here.
     `workers` > 1 runs that many local workers, each with its own copy of the model (jobs run side by side).
     `parallel` > 1 makes each worker a group of that many processes, one GPU each, that make every video together
-    (run/parallel.py).
+    (run/parallel.py). `cluster` puts the workers on Ray instead (run/pool.py): "local" starts a local instance
+    bound to 127.0.0.1, an address joins the team's cluster.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class Engine:
         embed_prompt: bool = True,
         workers: int = 1,
         parallel: int = 1,
+        cluster: str | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.memory_requested = memory
@@ -128,10 +133,12 @@ class Engine:
         self._model_name = model
         self._revision = revision
         self._spec: ModelSpec | None = None
-        self._queue = JobQueue()
+        count = max(1, int(workers))
+        self._queue = JobQueue(count)
         self.parallel = max(1, int(parallel))
-        # the workers: one in this process by default; each thread takes the next job from the queue
-        self.workers: list[Worker] = [self._worker(i) for i in range(max(1, int(workers)))]
+        # the workers: one in this process by default, or actors on Ray; each thread takes the next job
+        self.pool = RayPool(None if cluster == "local" else cluster, count, self.parallel) if cluster else None
+        self.workers: list[Worker] = self.pool.workers if self.pool else [self._worker(i) for i in range(count)]
         self._threads = [
             threading.Thread(target=self._serve, args=(w,), name=f"wan-studio-worker-{i + 1}", daemon=True)
             for i, w in enumerate(self.workers)
@@ -214,6 +221,8 @@ class Engine:
             activity=worker.activity,
             storage=worker.storage,
             parallel=parallel_label(self.parallel, self.device),
+            pool=self.pool.summary() if self.pool else "",
+            pool_workers=tuple(self.pool.details()) if self.pool else (),
         )
 
     def device_name(self) -> str:
@@ -254,6 +263,8 @@ class Engine:
         """Every request validated, the model loadable (not asked `here`: on ZeroGPU only the GPU call has CUDA),
         the outputs folder writable and its disk with room for all the videos. Raises before anything is queued."""
         valid = [self._validate(r) for r in requests]
+        if self.pool is not None and self.pool.problem:
+            raise WorkersUnavailable(f"{self.pool.problem}. The Gallery still works meanwhile.")
         if not here and self._loaded is None and (blocked := self._cannot_load(self.spec)) is not None:
             raise blocked
         check_outputs_dir(self.outputs)
@@ -347,6 +358,8 @@ class Engine:
             thread.join(timeout)
         for worker in self.workers:
             worker.stop()  # a parallel group's processes end here
+        if self.pool is not None:
+            self.pool.stop()  # the Ray driver, and a local Ray instance with it
 
     # ----- the studio's side of a job --------------------------------------------------------------------------
 
@@ -391,12 +404,14 @@ class Engine:
 
     def _serve(self, worker: Worker) -> None:
         """One worker's loop: the next job from the queue, run, then published or ended."""
-        while (job := self._queue.take()) is not None:
+        while (job := self._queue.take(worker.name)) is not None:
             job.started.set()
             try:
                 if job.kind == "load":
                     self._switch(job)
                 self._run(worker, job)
+            except WorkerLost as exc:
+                self._lost(worker, job, str(exc))
             except BaseException as exc:  # noqa: BLE001 - the worker must survive anything a job does
                 log.error("job %s crashed: %s: %s", job.id, exc.__class__.__name__, exc)
                 log.debug("job %s traceback", job.id, exc_info=True)
@@ -405,6 +420,19 @@ class Engine:
                 self._queue.done(job)
                 if not job.finished or not isinstance(job.wait(0), (ev.Done, ev.Ready, ev.Refined)):
                     release_memory()  # a failed or stopped job may leave tensors in reference cycles
+
+    def _lost(self, worker: Worker, job: Job, why: str) -> None:
+        """A pool worker stopped under its job (Ray restarts the worker): the job runs again once, on another
+        worker when there is one; a second loss ends it. Nothing of it was saved either time."""
+        if job.reruns == 0 and not job.cancel_requested and job.kind != "load":
+            job.reruns, job.avoid = 1, worker.name
+            log.warning("job %s: %s; it runs again", job.id, why)
+            job.emit(ev.Notice(job.id, f"The {why[0].lower()}{why[1:]}; the video runs again from the start."))
+            self._queue.put_again(job)
+            return
+        log.error("job %s: %s", job.id, why)
+        again = " again" if job.reruns else ""
+        job.emit(ev.Failed(job.id, f"The video could not be made: {why}{again}. Nothing was saved.", "error"))
 
     def _run(self, worker: Worker, job: Job) -> None:
         """The job on the worker; a generation's encoded video is then signed and published here."""

@@ -37,3 +37,7 @@ class ModelLoadError(StudioError):
 
 class OutputError(StudioError):
     """The outputs folder cannot take the video (missing, not writable, disk full)."""
+
+
+class WorkersUnavailable(StudioError):
+    """No worker can take jobs now (the Ray cluster cannot be reached); said until it is back."""

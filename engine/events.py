@@ -16,7 +16,9 @@ class Event:
 
 @dataclass(frozen=True)
 class Queued(Event):
-    position: int  # jobs ahead of this one, the running one included (0: starts now)
+    position: int  # jobs ahead of this one, the running ones included (0: starts now)
+    busy: int = 0  # of those, the ones running now (one per busy worker)
+    workers: int = 1  # workers that take jobs from the queue
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ class Job:
         self.position = 0  # jobs ahead when last reported
         self.payload: Any = None  # (refiner, arguments) for refine jobs
         self.owner = f"job-{self.id}"  # who queued it: the queue takes turns between owners (a batch's client)
+        self.reruns = 0  # times it was queued again because its worker stopped under it (a pool worker died)
+        self.avoid: str | None = None  # the worker it last lost; another worker takes it when there is one
 
     @property
     def seed(self) -> int | None:

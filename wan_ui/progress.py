@@ -19,8 +19,14 @@ def clock(seconds: float | None) -> str:
 def status_line(event: object) -> str | None:
     """A short status for an event, or None when the event changes nothing the user reads."""
     if isinstance(event, Queued):
-        if event.position == 0:
+        waiting = event.position - event.busy  # jobs that wait ahead of this one
+        if event.position == 0 or (event.workers > 1 and waiting == 0 and event.busy < event.workers):
             return "Starting…"
+        if event.workers > 1:
+            return (
+                f"Waiting in the studio queue: {waiting} job{'s' if waiting != 1 else ''} ahead, "
+                f"{event.busy} of {event.workers} workers busy."
+            )
         return f"Waiting in the studio queue: {event.position} job{'s' if event.position > 1 else ''} ahead."
     if isinstance(event, Loading) and event.stage == "lora":
         return f"LoRA: {event.message}" + (f" ({event.fraction:.0%})" if event.fraction else "")
@@ -56,6 +62,8 @@ def header_markdown(state: ModelState, queue: int) -> str:
     jobs = "idle" if queue == 0 else f"{queue} job{'s' if queue > 1 else ''} running or waiting"
     device = f"{state.device} · {state.parallel}" if state.parallel else state.device
     line = f"**{state.label}**: {what}  \nMemory mode: {memory} · Device: {device} · Queue: {jobs}"
+    if state.pool:
+        line += f"  \n{state.pool}" + "".join(f"  \n· {worker}" for worker in state.pool_workers)
     if state.placement:
         line += f"  \nWeights: {state.placement}"
     if state.storage:

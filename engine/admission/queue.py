@@ -15,7 +15,8 @@ from ..jobs import Job, turn_order
 
 
 class JobQueue:
-    def __init__(self):
+    def __init__(self, workers: int = 1):
+        self.workers = workers  # how many take from it: positions say how many are busy
         self._lock = threading.Condition(threading.RLock())
         self._pending: deque[Job] = deque()
         self._running: list[Job] = []
@@ -33,20 +34,36 @@ class JobQueue:
                 self._report_positions(new=job)  # a new owner's job may start before batch takes already waiting
             self._lock.notify_all()
 
-    def take(self) -> Job | None:
-        """The next job by turn, waiting for one; None once the queue is closed (the worker stops)."""
+    def put_again(self, job: Job) -> None:
+        """A running job whose worker stopped under it waits again, ahead of everything."""
+        with self._lock:
+            if job in self._running:
+                self._running.remove(job)
+            if self._closed:
+                job.emit(ev.Cancelled(job.id, "The studio is shutting down."))
+                return
+            self._pending.appendleft(job)
+            self._served[job.owner] = -1  # its turn comes first
+            self._report_positions(new=job)
+            self._lock.notify_all()
+
+    def take(self, worker: str | None = None) -> Job | None:
+        """The next job by turn, waiting for one; None once the queue is closed (the worker stops).
+
+        A job that `worker` lost goes to another worker when there is one."""
         with self._lock:
             while True:
                 # a queued job that was cancelled is removed, not run
                 for job in [j for j in self._pending if j.cancel_requested]:
                     self._pending.remove(job)
                     job.emit(ev.Cancelled(job.id, "Cancelled before it started."))
-                if self._pending or self._closed:
+                mine = [j for j in self._pending if self.workers == 1 or j.avoid is None or j.avoid != worker]
+                if mine or self._closed:
                     break
                 self._lock.wait(timeout=0.5)
             if self._closed:
                 return None
-            job = turn_order(self._pending, self._served)[0]
+            job = turn_order(mine, self._served)[0]
             self._pending.remove(job)
             self._turns += 1
             self._served[job.owner] = self._turns
@@ -86,4 +103,4 @@ class JobQueue:
             ahead = index + running
             if waiting is new or waiting.position != ahead:
                 waiting.position = ahead
-                waiting.emit(ev.Queued(waiting.id, ahead))
+                waiting.emit(ev.Queued(waiting.id, ahead, running, self.workers))

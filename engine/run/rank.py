@@ -130,6 +130,7 @@ class RankWorker(LocalWorker):
 
     def run_record(self) -> dict[str, Any]:
         return {
+            **super().run_record(),
             "parallel": {
                 "degree": self.config.degree,
                 "kind": KIND,

@@ -131,6 +131,7 @@ class LocalWorker:
         self._specs: dict[tuple[str, str | None], ModelSpec] = {}
         self._state, self._message, self._activity = "not loaded", "", ""
         self.decodes = True  # False: a job ends after denoising (a parallel rank other than the first)
+        self.identity: dict[str, Any] | None = None  # which worker of a pool this is (saved with each video)
 
     # ----- the protocol ---------------------------------------------------------------------------------------
 
@@ -251,8 +252,9 @@ class LocalWorker:
         """A change to the freshly loaded pipeline before its memory hooks go on (a parallel rank splits it)."""
 
     def run_record(self) -> dict[str, Any]:
-        """What this worker adds to a video's settings (a parallel rank: how the work was split)."""
-        return {}
+        """What this worker adds to a video's settings: which worker of a pool it is (a parallel rank adds how the
+        work was split)."""
+        return {} if self.identity is None else {"worker": dict(self.identity)}
 
     def _plan_load(
         self, spec: ModelSpec, model: ModelFolder, job: Job, files: dict[str, SingleFile], load: LoadOptions
