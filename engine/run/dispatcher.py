@@ -22,6 +22,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]  # the studio's code, sent to the cluster's workers (runtime_env)
 ENV_PASSED = ("WAN_STUDIO_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "HF_TOKEN", "TOKENIZERS_PARALLELISM")
 HEALTH_EVERY_S = 1.0
+CONNECT_TIMEOUT_S = 30.0  # ray.init keeps trying an address nobody answers on; the studio tries again later
+PLACE_TIMEOUT_S = 600.0  # workers wait for free GPUs (or CPUs) and import torch before they answer
+_connected = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,14 @@ def dispatcher_main(config: PoolConfig, conn: Connection, parent: int) -> None:
             conn.send(message)
 
     _leave_with(parent)
+    _quiet()
+    threading.Thread(target=_give_up_after, args=(CONNECT_TIMEOUT_S, config, send), daemon=True).start()
     try:
         ray, actors = _connect(config)
     except Exception as exc:  # noqa: BLE001 - any failure to reach the cluster is said in one line
         send(("down", _unreachable(config, exc)))
         return
+    _connected.set()
     pool = Dispatcher(ray, actors, config, send)
     send(("up", len(actors)))
     threading.Thread(target=pool.watch, name="wan-studio-pool-watch", daemon=True).start()
@@ -145,6 +151,9 @@ class Dispatcher:
 def _connect(config: PoolConfig) -> tuple[Any, list]:
     """Join the cluster at `config.address`, or start a local instance only this machine can reach."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reports to anyone
+    if config.address is not None and config.address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
+        # a cluster of this machine only: Ray would otherwise swap 127.0.0.1 for the machine's network address
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     if config.address is None:
         # every server of the local instance on 127.0.0.1 (Ray binds the loopback only when it runs "without
         # clusters"), and a token only this process and its workers know
@@ -173,8 +182,28 @@ def _connect(config: PoolConfig) -> tuple[Any, list]:
     resources = {"num_gpus": config.parallel, "num_cpus": 1} if gpus else {"num_cpus": 1}
     actor_class = ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=4)(WorkerActor)
     actors = [actor_class.options(**resources).remote(i, config.parallel) for i in range(config.workers)]
-    ray.get([a.state.remote() for a in actors], timeout=600)  # each is placed and has started
+    _connected.set()  # the cluster answered; placing the workers may take longer
+    ray.get([a.state.remote() for a in actors], timeout=PLACE_TIMEOUT_S)  # each is placed and has started
     return ray, actors
+
+
+def _quiet() -> None:
+    """Ray's core writes its retries and warnings to stderr (a line every few seconds while a cluster is away):
+    they go to a log file instead; what the user needs hears the studio through the pipe, in one line."""
+    from ..models.tiny import cache_root
+
+    folder = cache_root() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    log_file = os.open(folder / "ray-driver.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_file, 2)
+    os.close(log_file)
+
+
+def _give_up_after(seconds: float, config: PoolConfig, send) -> None:
+    """Say the cluster cannot be reached when ray.init has not connected in time, and end this process."""
+    if not _connected.wait(seconds):
+        send(("down", _unreachable(config, TimeoutError(f"no answer within {seconds:.0f} s"))))
+        os._exit(0)
 
 
 def _unreachable(config: PoolConfig, exc: Exception | None) -> str:

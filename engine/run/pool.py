@@ -45,6 +45,7 @@ class RayPool:
         self.states: list[tuple[WorkerState | None, dict[str, Any], bool] | None] = [None] * self.config.workers
         self.up = threading.Event()  # the workers are placed and take jobs
         self._jobs: dict[int, queue.Queue] = {}
+        self.where: dict[int, int] = {}  # running job id -> the index of the worker running it
         self._conn: Connection | None = None
         self._proc: Any = None
         self._send_lock = threading.Lock()
@@ -146,13 +147,15 @@ class RayPool:
                 return False
             return True
 
-    def _open(self, job_id: int) -> queue.Queue:
+    def _open(self, job_id: int, index: int) -> queue.Queue:
         sink: queue.Queue = queue.Queue()
         self._jobs[job_id] = sink
+        self.where[job_id] = index
         return sink
 
     def _close(self, job_id: int) -> None:
         self._jobs.pop(job_id, None)
+        self.where.pop(job_id, None)
 
 
 class RayWorker:
@@ -180,7 +183,7 @@ class RayWorker:
         if self.pool.problem:
             job.emit(ev.Failed(job.id, f"{self.pool.problem}.", "error"))
             return None
-        sink = self.pool._open(job.id)
+        sink = self.pool._open(job.id, self.index)
         try:
             if not self.pool._send(("run", job.id, self.index, job.kind, job.valid, load, options)):
                 raise WorkerLost("the connection to the Ray cluster was lost")
