@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import Done, Failed, GenerationRequest, Notice, Step, list_videos, plan_takes
+from engine import Cancelled, Done, Failed, GenerationRequest, Notice, Step, list_videos, plan_takes
 from engine.errors import WorkersUnavailable
 from wan_ui.progress import header_markdown
 
@@ -110,6 +110,18 @@ def test_the_header_says_how_many_workers_are_busy_on_how_many_machines(pool):
     assert state.pool.startswith("Workers: ") and "of 2 busy (1 machine)" in state.pool
     assert len(state.pool_workers) == 2 and state.pool_workers[0].startswith("Worker 1 (")
     assert "Workers: " in header_markdown(state, 0)
+
+
+def test_stop_reaches_the_worker_and_nothing_is_saved(pool):
+    job = pool.submit(request(steps=80, seed=4))
+    for event in job.events(timeout=300):
+        if isinstance(event, Step):
+            job.cancel()
+            break
+    end = job.wait(120)
+    assert isinstance(end, Cancelled), end
+    assert max(e.index for e in job.history() if isinstance(e, Step)) < 80
+    assert hidden_files(pool.outputs) == [] and not [v for v in list_videos(pool.outputs) if v.seed == 4]
 
 
 def test_a_worker_killed_mid_job_costs_one_rerun_and_nothing_partial(pool):
