@@ -25,12 +25,12 @@ import torch
 
 from .. import events as ev
 from ..catalog import ModelSpec, resolve_spec
-from ..errors import ModelLoadError, OutputError
+from ..errors import ModelLoadError
 from ..jobs import Job
 from ..library.output import remove_partials
 from ..models.loading import open_model
 from .rank import KIND, GroupConfig, rank_main
-from .worker import Encoded, LoadOptions, RunOptions, WorkerState, refine_job
+from .worker import Encoded, LoadOptions, RunOptions, WorkerState, ended_here
 
 log = logging.getLogger("wan_studio.engine")
 START_TIMEOUT_S = 300.0  # every rank imports torch and diffusers and joins the rendezvous
@@ -100,15 +100,8 @@ class ParallelWorker:
     # ----- the protocol ---------------------------------------------------------------------------------------
 
     def run(self, job: Job, load: LoadOptions, options: RunOptions) -> Encoded | None:
-        if job.kind == "refine":  # the refiner is an object of this process; its local LLM uses this process's GPU
-            refine_job(job, self._state.memory or None)
+        if ended_here(job, self.on_start, self._state.memory or None):
             return None
-        if job.kind == "generate" and self.on_start is not None:
-            try:
-                self.on_start(job)
-            except OutputError as exc:
-                job.emit(ev.Failed(job.id, str(exc), "output"))
-                return None
         try:
             if not (self._state.loaded and load == self._load):
                 self._fetch(job, load)

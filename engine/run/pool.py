@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import events as ev
-from ..errors import OutputError
 from ..jobs import Job
 from ..library.output import EncodedVideo, check_outputs_dir, write_failure_message
 from .dispatcher import PoolConfig, dispatcher_main
-from .worker import Encoded, LoadOptions, RunOptions, WorkerState, refine_job
+from .worker import Encoded, LoadOptions, RunOptions, WorkerState, ended_here
 
 log = logging.getLogger("wan_studio.engine")
 RETRY_S = 5.0  # how soon the studio tries the cluster again after it could not be reached
@@ -168,15 +167,8 @@ class RayWorker:
         self.on_start: Callable[[Job], None] | None = None  # the studio's checks when a job starts
 
     def run(self, job: Job, load: LoadOptions, options: RunOptions) -> Encoded | None:
-        if job.kind == "refine":  # the refiner is an object of the studio; its local LLM uses the studio's GPU
-            refine_job(job, None)
+        if ended_here(job, self.on_start, None):
             return None
-        if job.kind == "generate" and self.on_start is not None:
-            try:
-                self.on_start(job)
-            except OutputError as exc:
-                job.emit(ev.Failed(job.id, str(exc), "output"))
-                return None
         while not self.pool.up.wait(0.2):  # the first connection takes a few seconds
             if self.pool.problem or job.cancel_requested:
                 break

@@ -137,7 +137,7 @@ class RankWorker(LocalWorker):
                 "backend": self.config.backend,
                 # measured on the modules during this job: the tokens each expert's first block saw on rank 0
                 "experts": {name: split.seen() for name, split in self.splits.items()},
-            }
+            },
         }
 
     def checkpoint(self, job: Job, stage: str) -> None:

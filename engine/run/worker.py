@@ -408,6 +408,22 @@ class LocalWorker:
         return f"Out of GPU memory while {stage}. To fit, {hint}lower the size or the number of frames."
 
 
+def ended_here(job: Job, on_start: Callable[[Job], None] | None, video_plan: str | None) -> bool:
+    """The studio's side of a job for a worker whose model lives elsewhere (a parallel group, a pool on Ray):
+    a refinement runs here (the refiner is an object of this process), and the studio's start checks run before a
+    generation is sent. True when the job ended here."""
+    if job.kind == "refine":
+        refine_job(job, video_plan)
+        return True
+    if job.kind == "generate" and on_start is not None:
+        try:
+            on_start(job)
+        except OutputError as exc:
+            job.emit(ev.Failed(job.id, str(exc), "output"))
+            return True
+    return False
+
+
 def refine_job(job: Job, video_plan: str | None) -> None:
     """Run a refine job (its refiner and arguments are the job's payload) to Refined, Failed or Cancelled."""
     from ..refine import RefineError

@@ -17,6 +17,7 @@ import pytest
 
 from engine import Cancelled, Done, Failed, GenerationRequest, Notice, Step, list_videos, plan_takes
 from engine.errors import WorkersUnavailable
+from tests.processes import descendants, running, stop_at_first_step
 from wan_ui.progress import header_markdown
 
 ray = pytest.importorskip("ray")
@@ -26,27 +27,6 @@ def request(**kw) -> GenerationRequest:
     for key, value in dict(prompt="a lantern on a jetty", width=64, height=64, frames=9, steps=3, seed=2).items():
         kw.setdefault(key, value)
     return GenerationRequest(**kw)
-
-
-def descendants(pid: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def worker_pid(engine, index: int, timeout: float = 120) -> int:
@@ -114,13 +94,8 @@ def test_the_header_says_how_many_workers_are_busy_on_how_many_machines(pool):
 
 def test_stop_reaches_the_worker_and_nothing_is_saved(pool):
     job = pool.submit(request(steps=80, seed=4))
-    for event in job.events(timeout=300):
-        if isinstance(event, Step):
-            job.cancel()
-            break
-    end = job.wait(120)
-    assert isinstance(end, Cancelled), end
-    assert max(e.index for e in job.history() if isinstance(e, Step)) < 80
+    assert max(stop_at_first_step(job)) < 80
+    assert isinstance(job.wait(0), Cancelled), job.wait(0)
     assert hidden_files(pool.outputs) == [] and not [v for v in list_videos(pool.outputs) if v.seed == 4]
 
 

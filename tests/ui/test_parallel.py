@@ -4,7 +4,6 @@ refused while the studio keeps serving, and stopping the studio leaves none of i
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -12,32 +11,11 @@ import pytest
 from gradio_client.exceptions import AppError
 
 from engine import Done, GenerationRequest
+from tests.processes import descendants as children
+from tests.processes import running
 from tests.ui.conftest import start_app, stop_app
 
 SIZE = dict(width=64, height=64, seed=4)
-
-
-def children(pid: int) -> set[int]:
-    """Every process started under `pid`, at any depth (read from /proc)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_studio_started_with_parallel_2_makes_the_video_of_one_process_and_leaves_no_process_on_exit(

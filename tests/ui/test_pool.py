@@ -10,8 +10,9 @@ import time
 
 import pytest
 
+from tests.processes import descendants as children
+from tests.processes import running
 from tests.ui.conftest import ROOT, start_app, stop_app
-from tests.ui.test_parallel import children, running
 
 pytest.importorskip("ray")
 SIZE = dict(width=64, height=64, num_frames=9)
