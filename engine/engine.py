@@ -404,7 +404,7 @@ class Engine:
 
     def _serve(self, worker: Worker) -> None:
         """One worker's loop: the next job from the queue, run, then published or ended."""
-        while (job := self._queue.take(worker.name)) is not None:
+        while (job := self._queue.take(worker.name, worker.state().loaded)) is not None:
             job.started.set()
             try:
                 if job.kind == "load":

@@ -20,6 +20,7 @@ class JobQueue:
         self._lock = threading.Condition(threading.RLock())
         self._pending: deque[Job] = deque()
         self._running: list[Job] = []
+        self._idle: dict[str | None, bool] = {}  # workers waiting in take() -> whether each holds a model
         self._served: dict[str, int] = {}  # owner -> the turn it was last served (turn_order)
         self._turns = 0
         self._closed = False
@@ -47,20 +48,29 @@ class JobQueue:
             self._report_positions(new=job)
             self._lock.notify_all()
 
-    def take(self, worker: str | None = None) -> Job | None:
+    def take(self, worker: str | None = None, loaded: bool = True) -> Job | None:
         """The next job by turn, waiting for one; None once the queue is closed (the worker stops).
 
-        A job that `worker` lost goes to another worker when there is one."""
+        A job that `worker` lost goes to another worker when there is one; a worker that holds no model leaves a
+        job to a waiting worker that does (it would load first)."""
         with self._lock:
-            while True:
-                # a queued job that was cancelled is removed, not run
-                for job in [j for j in self._pending if j.cancel_requested]:
-                    self._pending.remove(job)
-                    job.emit(ev.Cancelled(job.id, "Cancelled before it started."))
-                mine = [j for j in self._pending if self.workers == 1 or j.avoid is None or j.avoid != worker]
-                if mine or self._closed:
-                    break
-                self._lock.wait(timeout=0.5)
+            self._idle[worker] = loaded
+            try:
+                while True:
+                    # a queued job that was cancelled is removed, not run
+                    for job in [j for j in self._pending if j.cancel_requested]:
+                        self._pending.remove(job)
+                        job.emit(ev.Cancelled(job.id, "Cancelled before it started."))
+                    mine = [j for j in self._pending if self.workers == 1 or j.avoid is None or j.avoid != worker]
+                    readier = not loaded and any(
+                        ready and any(j.avoid != w for j in mine) for w, ready in self._idle.items() if w != worker
+                    )
+                    if (mine and not readier) or self._closed:
+                        break
+                    self._lock.wait(timeout=0.5)
+            finally:
+                del self._idle[worker]
+                self._lock.notify_all()  # a worker left the idle ones: the others look again
             if self._closed:
                 return None
             job = turn_order(mine, self._served)[0]
