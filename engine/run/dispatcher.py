@@ -78,16 +78,27 @@ class Dispatcher:
         self.config = config
         self.send = send
         self.busy: dict[int, int] = {}  # worker index -> job id
+        self.stopping = False
 
     def run(self, job_id: int, index: int, kind: str, valid: Any, load: Any, options: Any) -> None:
         """Stream one job from its actor to the studio; a dead actor is said as ("lost", why)."""
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
         self.busy[index] = job_id
+        deadline = time.monotonic() + PLACE_TIMEOUT_S
+        started = False
         try:
-            for ref in self.actors[index].run.remote(job_id, kind, valid, load, options):
-                item = self.ray.get(ref)
-                self.send((item[0], job_id, *item[1:]))
+            while True:
+                try:
+                    for ref in self.actors[index].run.remote(job_id, kind, valid, load, options):
+                        item = self.ray.get(ref)
+                        started = True
+                        self.send((item[0], job_id, *item[1:]))
+                    return
+                except ActorUnavailableError:
+                    if started or time.monotonic() > deadline:
+                        raise
+                    time.sleep(1.0)  # Ray is starting the worker again after a death: the job waits for it
         except RayActorError as exc:
             self.send(("lost", job_id, _death(exc, index)))
         except Exception as exc:  # noqa: BLE001 - the studio hears of it; this process keeps serving
@@ -101,10 +112,12 @@ class Dispatcher:
     def watch(self) -> None:
         """Every second: each worker's state (or that it is restarting), the machines, and whether the cluster is
         still there; when it is not, say so and end this process (the studio starts another)."""
-        while True:
+        while not self.stopping:
             try:
                 nodes = [n for n in self._nodes() if n.get("Alive")]
             except Exception as exc:  # noqa: BLE001 - unreachable, however Ray says it
+                if self.stopping:
+                    return
                 self.send(("down", _unreachable(self.config, exc)))
                 os._exit(0)
             if not nodes:
@@ -140,6 +153,7 @@ class Dispatcher:
         return box["nodes"]
 
     def stop(self) -> None:
+        self.stopping = True
         for actor in self.actors:
             try:
                 self.ray.get(actor.stop.remote(), timeout=10)
@@ -188,13 +202,15 @@ def _connect(config: PoolConfig) -> tuple[Any, list]:
 
 
 def _quiet() -> None:
-    """Ray's core writes its retries and warnings to stderr (a line every few seconds while a cluster is away):
-    they go to a log file instead; what the user needs hears the studio through the pipe, in one line."""
+    """Ray's core writes its retries and warnings to stderr (a line every few seconds while a cluster is away) and
+    its driver a worker's death to stdout: both go to a log file; the studio hears what matters through the pipe
+    and says it in one line."""
     from ..models.tiny import cache_root
 
     folder = cache_root() / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     log_file = os.open(folder / "ray-driver.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_file, 1)  # Ray's driver prints its workers' deaths to stdout
     os.dup2(log_file, 2)
     os.close(log_file)
 

@@ -125,7 +125,7 @@ class RayPool:
                 self.problem = None
                 self.up.set()
                 log.info("pool up: %d workers on %s", message[1], self.config.address or "a local Ray instance")
-            elif kind == "down":
+            elif kind == "down" and not self._stopping:
                 if self.problem != message[1]:
                     log.error("%s", message[1])
                 self.problem = message[1]

@@ -24,6 +24,7 @@ ray = pytest.importorskip("ray")
 
 
 def request(**kw) -> GenerationRequest:
+    """A tiny job; at 256x256x33 and 100 steps (the most the tiny model takes) one runs about 2.5 s."""
     for key, value in dict(prompt="a lantern on a jetty", width=64, height=64, frames=9, steps=3, seed=2).items():
         kw.setdefault(key, value)
     return GenerationRequest(**kw)
@@ -100,7 +101,7 @@ def test_stop_reaches_the_worker_and_nothing_is_saved(pool):
 
 
 def test_a_worker_killed_mid_job_costs_one_rerun_and_nothing_partial(pool):
-    job = pool.submit(request(steps=60, seed=5))
+    job = pool.submit(request(steps=100, seed=5, width=256, height=256, frames=33))
     for event in job.events(timeout=300):
         if isinstance(event, Step) and event.index == 2:
             index = pool.pool.where[job.id]
@@ -116,7 +117,7 @@ def test_a_worker_killed_mid_job_costs_one_rerun_and_nothing_partial(pool):
 
 
 def test_a_job_whose_worker_dies_twice_fails_with_a_sentence_and_the_next_job_is_done(pool):
-    job = pool.submit(request(steps=60, seed=7))
+    job = pool.submit(request(steps=100, seed=7, width=256, height=256, frames=33))
     kills = 0
     for event in job.events(timeout=300):
         if isinstance(event, Step) and event.index == 2:
