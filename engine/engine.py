@@ -46,7 +46,7 @@ from .models.storage import WeightOptions, refusal
 from .refine import PromptRefiner
 from .run.generation import APP_VERSION
 from .run.parallel import ParallelWorker, group_devices, parallel_label, parallel_refusal
-from .run.pool import RayPool, WorkerLost
+from .run.pool import RayPool, WorkerLost, pool_refusal
 from .run.speed import SpeedOptions
 from .run.worker import (
     Encoded,
@@ -276,6 +276,10 @@ class Engine:
         """Known before loading: the model needs what this machine lacks, or the weight options cannot work here."""
         if (why := refusal(self.weights, self.device)) is not None:
             return ModelLoadError(*why, spec.id)
+        if self.pool is not None:
+            local = self.pool.config.address is None
+            if (why := pool_refusal(len(self.workers), self.parallel, self.device, local)) is not None:
+                return why.for_model(spec.id)
         return parallel_refusal(spec, self.parallel, self.device) or cannot_load(spec)
 
     def _validate(self, request: GenerationRequest) -> ValidRequest:

@@ -14,6 +14,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -48,6 +49,9 @@ def dispatcher_main(config: PoolConfig, conn: Connection, parent: int) -> None:
     threading.Thread(target=_give_up_after, args=(CONNECT_TIMEOUT_S, config, send), daemon=True).start()
     try:
         ray, actors = _connect(config)
+    except PlacementTimeout as exc:
+        send(("down", str(exc)))
+        return
     except Exception as exc:  # noqa: BLE001 - any failure to reach the cluster is said in one line
         send(("down", _unreachable(config, exc)))
         return
@@ -72,7 +76,9 @@ def dispatcher_main(config: PoolConfig, conn: Connection, parent: int) -> None:
 
 
 class Dispatcher:
-    def __init__(self, ray: Any, actors: list, config: PoolConfig, send):
+    """The driver's side of the pool: one thread per running job, one that watches the cluster."""
+
+    def __init__(self, ray: Any, actors: list, config: PoolConfig, send: Callable[[tuple], None]):
         self.ray = ray
         self.actors = actors
         self.config = config
@@ -186,6 +192,8 @@ def _connect(config: PoolConfig) -> tuple[Any, list]:
         logging_level=logging.ERROR,
         configure_logging=False,
         object_store_memory=config.object_store_bytes if config.address is None else None,
+        # CPU workers of a local instance share the cores (each asks Ray for one): every worker gets placed
+        num_cpus=max(os.cpu_count() or 1, config.workers) if config.address is None else None,
         runtime_env={
             "working_dir": str(ROOT),
             "excludes": ["/outputs", "/tests", "/test-artifacts", "/loras", "/.whl", "*.mp4"],
@@ -197,8 +205,19 @@ def _connect(config: PoolConfig) -> tuple[Any, list]:
     actor_class = ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=4)(WorkerActor)
     actors = [actor_class.options(**resources).remote(i, config.parallel) for i in range(config.workers)]
     _connected.set()  # the cluster answered; placing the workers may take longer
-    ray.get([a.state.remote() for a in actors], timeout=PLACE_TIMEOUT_S)  # each is placed and has started
+    try:
+        ray.get([a.state.remote() for a in actors], timeout=PLACE_TIMEOUT_S)  # each is placed and has started
+    except ray.exceptions.GetTimeoutError:
+        need = f"{config.parallel} GPU{'s' if config.parallel > 1 else ''}" if gpus else "a CPU"
+        raise PlacementTimeout(
+            f"{config.workers} workers could not all be placed on the Ray cluster within {PLACE_TIMEOUT_S:.0f} s "
+            f"(each needs {need} of its own): add machines to the cluster or start with fewer --workers"
+        ) from None
     return ray, actors
+
+
+class PlacementTimeout(Exception):
+    """The cluster answers but has no room for every worker; args[0] says so in the user's words."""
 
 
 def _quiet() -> None:

@@ -19,7 +19,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import events as ev
+from ..errors import ModelLoadError
 from ..jobs import Job
 from ..library.output import EncodedVideo, check_outputs_dir, write_failure_message
 from .dispatcher import PoolConfig, dispatcher_main
@@ -27,6 +30,17 @@ from .worker import Encoded, LoadOptions, RunOptions, WorkerState, ended_here
 
 log = logging.getLogger("wan_studio.engine")
 RETRY_S = 5.0  # how soon the studio tries the cluster again after it could not be reached
+
+
+def pool_refusal(workers: int, parallel: int, device: torch.device, local: bool) -> ModelLoadError | None:
+    """A local pool that asks for more GPUs than this machine shows, said before anything starts."""
+    if not local or device.type != "cuda" or workers * parallel <= (count := torch.cuda.device_count()):
+        return None
+    return ModelLoadError(
+        f"--workers {workers}{f' --parallel {parallel}' if parallel > 1 else ''} needs {workers * parallel} GPUs "
+        f"and this machine shows {count}",
+        "Start with fewer --workers, or join a cluster with more GPUs (--ray ADDRESS)",
+    )
 
 
 class WorkerLost(Exception):
