@@ -59,6 +59,7 @@ class RayPool:
         self.up = threading.Event()  # the workers are placed and take jobs
         self._jobs: dict[int, queue.Queue] = {}
         self.where: dict[int, int] = {}  # running job id -> the index of the worker running it
+        self.pids: dict[int, int] = {}  # running job id -> the process running it (once it started)
         self._conn: Connection | None = None
         self._proc: Any = None
         self._send_lock = threading.Lock()
@@ -169,6 +170,7 @@ class RayPool:
     def _close(self, job_id: int) -> None:
         self._jobs.pop(job_id, None)
         self.where.pop(job_id, None)
+        self.pids.pop(job_id, None)
 
 
 class RayWorker:
@@ -207,7 +209,9 @@ class RayWorker:
             except queue.Empty:
                 continue
             kind = message[0]
-            if kind == "event":
+            if kind == "started":
+                self.pool.pids[job.id] = message[2]
+            elif kind == "event":
                 job.emit(message[2])
             elif kind == "video":
                 try:

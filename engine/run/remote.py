@@ -58,7 +58,8 @@ class WorkerActor:
         self.jobs: dict[int, Job] = {}
 
     def run(self, job_id: int, kind: str, valid: Any, load: LoadOptions, options: RunOptions) -> Iterator[tuple]:
-        """The job's events as they happen, then ("video", bytes, stem, plain stem, settings) or ("end",)."""
+        """("started", pid), the job's events as they happen, then ("video", bytes, stem, plain stem, settings) or
+        ("end",)."""
         sink: queue.Queue = queue.Queue()
         job = StreamJob(job_id, kind, valid, sink)
         self.jobs[job_id] = job
@@ -71,6 +72,7 @@ class WorkerActor:
                 sink.put(_END)
 
         threading.Thread(target=work, name=f"wan-studio-job-{job_id}", daemon=True).start()
+        yield ("started", os.getpid())  # which process runs it (the studio keeps it while the job runs)
         try:
             while (item := sink.get()) is not _END:
                 yield ("event", item)

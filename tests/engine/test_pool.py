@@ -30,17 +30,6 @@ def request(**kw) -> GenerationRequest:
     return GenerationRequest(**kw)
 
 
-def worker_pid(engine, index: int, timeout: float = 120) -> int:
-    """The process of pool worker `index` (from the pool's state reports)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        known = engine.pool.states[index]
-        if known is not None and known[0] is not None and "pid" in known[1]:
-            return known[1]["pid"]
-        time.sleep(0.2)
-    raise AssertionError(f"worker {index + 1} never reported")
-
-
 def hidden_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
@@ -105,7 +94,7 @@ def test_a_worker_killed_mid_job_costs_one_rerun_and_nothing_partial(pool):
     for event in job.events(timeout=300):
         if isinstance(event, Step) and event.index == 2:
             index = pool.pool.where[job.id]
-            os.kill(worker_pid(pool, index), signal.SIGKILL)
+            os.kill(pool.pool.pids[job.id], signal.SIGKILL)  # the process that runs it now
             break
     end = job.wait(300)
     assert isinstance(end, Done), end
@@ -121,8 +110,7 @@ def test_a_job_whose_worker_dies_twice_fails_with_a_sentence_and_the_next_job_is
     kills = 0
     for event in job.events(timeout=300):
         if isinstance(event, Step) and event.index == 2:
-            index = pool.pool.where[job.id]
-            os.kill(worker_pid(pool, index), signal.SIGKILL)
+            os.kill(pool.pool.pids[job.id], signal.SIGKILL)  # the process that runs it now
             kills += 1
             if kills == 2:
                 break
