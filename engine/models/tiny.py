@@ -133,16 +133,7 @@ def build_tiny_pipeline(name: str):
     tokenizer = _tokenizer()
     text_encoder = _text_encoder(len(tokenizer))
     if name == "tiny-ti2v":
-        return WanPipeline(
-            tokenizer=tokenizer,
-            text_encoder=text_encoder,
-            vae=_vae(wan22=True),
-            transformer=_transformer(48, 48),
-            scheduler=_scheduler(5.0),
-            transformer_2=None,
-            boundary_ratio=None,
-            expand_timesteps=True,
-        )
+        return _ti2v(tokenizer, text_encoder, lambda: _transformer(48, 48))
     if name == "tiny-t2v-moe":
         return WanPipeline(
             tokenizer=tokenizer,
@@ -172,16 +163,25 @@ def build_wide_ti2v(heads: int, head_dim: int, layers: int):
     """The tiny TI2V pipeline with a transformer as wide as asked: attention dominates its steps, as in the real
     models (for benchmarks of how attention is split; the text encoder and VAE stay tiny)."""
     import torch
-    from diffusers import WanPipeline
 
     torch.manual_seed(0)
     tokenizer = _tokenizer()
     width = heads * head_dim
+    transformer = lambda: _transformer(48, 48, 2 * width, heads, head_dim, layers, rope=1024)  # noqa: E731
+    return _ti2v(tokenizer, _text_encoder(len(tokenizer)), transformer)
+
+
+def _ti2v(tokenizer, text_encoder, transformer):
+    """A 5B-style pipeline (Wan2.2 VAE, expanded timesteps); the VAE is built before the transformer, in the order
+    the seeded weights of the tiny model have always been drawn."""
+    from diffusers import WanPipeline
+
+    vae = _vae(wan22=True)
     return WanPipeline(
         tokenizer=tokenizer,
-        text_encoder=_text_encoder(len(tokenizer)),
-        vae=_vae(wan22=True),
-        transformer=_transformer(48, 48, 2 * width, heads, head_dim, layers, rope=1024),
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer(),
         scheduler=_scheduler(5.0),
         transformer_2=None,
         boundary_ratio=None,

@@ -20,6 +20,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from .worker import leave_with
+
 ROOT = Path(__file__).resolve().parents[2]  # the studio's code, sent to the cluster's workers (runtime_env)
 ENV_PASSED = ("WAN_STUDIO_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "HF_TOKEN", "TOKENIZERS_PARALLELISM")
 HEALTH_EVERY_S = 1.0
@@ -44,7 +46,7 @@ def dispatcher_main(config: PoolConfig, conn: Connection, parent: int) -> None:
         with send_lock:
             conn.send(message)
 
-    _leave_with(parent)
+    leave_with(parent, _shutdown_ray)  # a local Ray instance ends with its driver
     _quiet()
     threading.Thread(target=_give_up_after, args=(CONNECT_TIMEOUT_S, config, send), daemon=True).start()
     try:
@@ -220,6 +222,12 @@ class PlacementTimeout(Exception):
     """The cluster answers but has no room for every worker; args[0] says so in the user's words."""
 
 
+def _shutdown_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
 def _quiet() -> None:
     """Ray's core writes its retries and warnings to stderr (a line every few seconds while a cluster is away) and
     its driver a worker's death to stdout: both go to a log file; the studio hears what matters through the pipe
@@ -249,19 +257,3 @@ def _unreachable(config: PoolConfig, exc: Exception | None) -> str:
 
 def _death(exc: Exception, index: int) -> str:
     return f"worker {index + 1} stopped while running it ({exc.__class__.__name__})"
-
-
-def _leave_with(parent: int) -> None:
-    """End this process, and a local Ray instance with it, when the studio's process is gone."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        try:
-            import ray
-
-            ray.shutdown()
-        finally:
-            os._exit(0)
-
-    threading.Thread(target=watch, name="wan-studio-parent-watch", daemon=True).start()

@@ -12,9 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import os
-import threading
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +25,7 @@ from .. import events as ev
 from ..errors import ModelLoadError
 from ..jobs import Job
 from .generation import Cancelled
-from .worker import LocalWorker
+from .worker import LocalWorker, leave_with
 
 log = logging.getLogger("wan_studio.engine")
 KIND = "ulysses"
@@ -51,7 +48,7 @@ class GroupConfig:
 
 def rank_main(rank: int, config: GroupConfig, conn: Connection, stop: Any, parent: int) -> None:
     """The process entry point: join the group, then serve the studio's messages until told to stop."""
-    _leave_with(parent)
+    leave_with(parent)
     _quiet(rank)
     torch.set_num_threads(config.threads)
     device = torch.device(config.devices[rank])
@@ -246,14 +243,3 @@ def _quiet(rank: int) -> None:
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
         transformers_logging.set_verbosity_error()
-
-
-def _leave_with(parent: int) -> None:
-    """End this process when the studio's process is gone, even killed (it may be waiting in a collective)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="wan-studio-parent-watch", daemon=True).start()

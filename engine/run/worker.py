@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -455,6 +456,22 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def leave_with(parent: int, last: Callable[[], None] | None = None) -> None:
+    """End this child process (a parallel rank, the pool's Ray driver) when the studio's process is gone, even
+    killed without a word: it may be waiting in a collective or holding a local Ray instance. `last` runs first."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        try:
+            if last is not None:
+                last()
+        finally:
+            os._exit(0)
+
+    threading.Thread(target=watch, name="wan-studio-parent-watch", daemon=True).start()
 
 
 def unexpected(stage: str) -> str:
