@@ -265,7 +265,7 @@ class Engine:
         valid = [self._validate(r) for r in requests]
         if self.pool is not None and self.pool.problem:
             raise WorkersUnavailable(f"{self.pool.problem}. The Gallery still works meanwhile.")
-        if not here and self._loaded is None and (blocked := self._cannot_load(self.spec)) is not None:
+        if not here and not self.workers[0].state().loaded and (blocked := self._cannot_load(self.spec)) is not None:
             raise blocked
         check_outputs_dir(self.outputs)
         others = sum(estimate_video_bytes(v.request.width, v.request.height, v.request.frames) for v in valid[1:])
