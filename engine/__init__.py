@@ -51,6 +51,7 @@ _WHERE: dict[str, tuple[str, str]] = {
     "SavedVideo": (".library.gallery", "SavedVideo"),
     "SpeedOptions": (".run.speed", "SpeedOptions"),
     "Step": (".events", "Step"),
+    "Window": (".events", "Window"),
     "StudioError": (".errors", "StudioError"),
     "TERMINAL": (".events", "TERMINAL"),
     "ValidRequest": (".admission.request", "ValidRequest"),

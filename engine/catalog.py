@@ -50,6 +50,7 @@ class ModelSpec:
     tiny: bool = False
     revision: str | None = None
     heads: int | None = None  # the transformers' attention heads (a parallel degree must divide them); None: unknown
+    window: int = 0  # frames of one window of a long video (the length the model was trained on); 0: `frames`
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     # Where each default came from when a folder's own value differs from its family's preset: field -> notice.
     # Said with every job that uses the default (validate), so the video's settings explain it.
@@ -62,6 +63,10 @@ class ModelSpec:
     @property
     def requires_image(self) -> bool:
         return self.family == "i2v"
+
+    @property
+    def window_frames(self) -> int:
+        return self.window or self.frames
 
     @property
     def text_to_video(self) -> bool:
@@ -115,6 +120,7 @@ def _spec_from_entry(model_id: str, entry: dict, defaults: dict) -> ModelSpec:
         ),
         tiny=bool(data.get("tiny", False)),
         heads=data.get("heads"),
+        window=int(data.get("window") or 0),
     )
 
 

@@ -268,8 +268,9 @@ class Engine:
         if not here and not self.workers[0].state().loaded and (blocked := self._cannot_load(self.spec)) is not None:
             raise blocked
         check_outputs_dir(self.outputs)
-        others = sum(estimate_video_bytes(v.request.width, v.request.height, v.request.frames) for v in valid[1:])
-        check_free_space(self.outputs, valid[0].request, self.min_free_bytes + others)  # room for every video
+        others = sum(estimate_video_bytes(v.request.width, v.request.height, v.total_frames) for v in valid[1:])
+        reserve = self.min_free_bytes + others  # room for every video
+        check_free_space(self.outputs, valid[0].request, reserve, valid[0].total_frames)
         return valid
 
     def _cannot_load(self, spec: ModelSpec) -> ModelLoadError | None:
@@ -389,7 +390,7 @@ class Engine:
 
     def _room_for(self, job: Job) -> None:
         """Checked again when a job starts: the queue may have waited while the disk filled (raises OutputError)."""
-        check_free_space(self.outputs, job.valid.request, self.min_free_bytes)
+        check_free_space(self.outputs, job.valid.request, self.min_free_bytes, job.valid.total_frames)
 
     def _switch(self, job: Job) -> None:
         """A load job changes what every worker should hold (each reloads before its next job)."""

@@ -1,5 +1,6 @@
 """Typed events a job emits, in this order: Queued*, Loading*, Notice*, (Step, Preview?)*, Decoding/Frames*, then
-exactly one of Done, Failed, Cancelled (a load job ends with Ready instead of Done, a refine job with Refined)."""
+exactly one of Done, Failed, Cancelled (a load job ends with Ready instead of Done, a refine job with Refined).
+A long video or an extension repeats the steps and decoding once per window, each after a Window event."""
 
 from __future__ import annotations
 
@@ -31,6 +32,16 @@ class Loading(Event):
 @dataclass(frozen=True)
 class Notice(Event):
     message: str
+
+
+@dataclass(frozen=True)
+class Window(Event):
+    """A window of a long video starts: the steps, previews and decoding that follow are this window's."""
+
+    index: int  # 1-based
+    count: int
+    frames: int  # frames this pass makes
+    new: int  # frames it adds to the video
 
 
 @dataclass(frozen=True)

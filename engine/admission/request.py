@@ -14,6 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..catalog import ModelSpec
 from ..errors import RequestError
+from .source import SourceVideo, read_source, source_size
+from .windows import MAX_PASSES, Window, check_overlap, continues, plan, who_continues
 
 SEED_MAX = 2**32 - 1
 MAX_PROMPT_CHARS = 50_000  # the text encoder reads 512 tokens; a hundred times more is never meant
@@ -41,10 +43,17 @@ class GenerationRequest:
     seed: int = -1
     loras: str | None = None  # "NAME, NAME:STRENGTH, NAME:HIGH:LOW" from the LoRA library (loras.py)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata kept with the video (refiner output...)
+    last_image: Any = None  # I2V-A14B: the picture the video ends on (PIL image or a path)
+    video: Any = None  # a video to continue (a path): `frames` is then the frames to add
+    overlap: int | None = None  # frames of what is made so far each new window starts from (long videos, extensions)
+    color_match: bool | None = None  # match each new window's colours to where the continuation started (default on)
 
     def settings(self) -> dict[str, Any]:
-        """The request as plain JSON-able values (the image is left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "image"}
+        """The request as plain JSON-able values (the pictures and the source video are left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in MEDIA_FIELDS}
+
+
+MEDIA_FIELDS = ("image", "last_image", "video")
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,14 @@ class ValidRequest:
     notices: tuple[str, ...]
     loras: tuple = ()  # LoraPick per chosen LoRA (Engine fills it from its library)
     recommended: dict[str, float] = field(default_factory=dict)  # settings the LoRAs recommended and got
+    last_image: Image.Image | None = None  # RGB, upright
+    source: SourceVideo | None = None  # the video an extension continues
+    windows: tuple[Window, ...] = ()  # a long video or an extension, window by window; () for one pass
+
+    @property
+    def total_frames(self) -> int:
+        """Frames of the finished video: an extension's source and what it adds, else the frames asked for."""
+        return self.request.frames + (self.source.frames if self.source is not None else 0)
 
 
 def clean_text(name: str, text: str) -> str:
@@ -200,19 +217,53 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
         raise RequestError("negative_prompt", "negative_prompt must be text.")
     negative = clean_text("negative_prompt", negative)
 
-    frames = _number("frames", spec.frames if request.frames is None else request.frames, int)
-    _in_range("frames", frames, lim.frames)
-    if frames % 4 != 1:
-        snapped = max(lim.frames[0], min(lim.frames[1], _nearest(frames - 1, 4) + 1))
-        notices.append(f"Frames must be 4k+1: {frames} frames became {snapped}.")
-        frames = snapped
+    source, overlap = None, None
+    if request.video is not None:
+        if not continues(spec):
+            raise RequestError("video", f"{who_continues(spec)}.")
+        if request.image is not None:
+            raise RequestError("image", "An extension starts from the video's last frame: leave the image out.")
+    if request.video is not None or request.overlap is not None:
+        overlap = check_overlap(spec, _number("overlap", 1 if request.overlap is None else request.overlap, int),
+                                spec.window_frames)  # fmt: skip
+    if request.video is not None:
+        source = read_source(request.video)
+        frames = _added_frames(request, spec, overlap, notices)
+        if source.frames < overlap:
+            raise RequestError(
+                "video", f"The video has {source.frames} frames; continuing it with overlap {overlap} needs at least "
+                f"{overlap}. Use a longer video or a smaller overlap."
+            )  # fmt: skip
+    else:
+        frames = _frames(request, spec, notices)
+    windowed = source is not None or frames > lim.frames[1]
+    if overlap is not None and not windowed:
+        notices.append(f"overlap is used by long videos and extensions only: {frames} frames are one pass.")
+    color_match = _flag("color_match", True if request.color_match is None else request.color_match)
 
     image = load_image(request.image) if request.image is not None else None
+    last_image = None
+    if request.last_image is not None:
+        if spec.family != "i2v":
+            raise RequestError(
+                "last_image",
+                f"{spec.id} cannot pin a last frame: its diffusers pipeline ignores a last image, so the studio "
+                "refuses it rather than leave it out unsaid. First-and-last-frame videos need I2V-A14B.",
+            )
+        try:
+            last_image = load_image(request.last_image)
+        except RequestError as exc:
+            raise RequestError("last_image", str(exc).replace("The image", "The last image")) from None
     width = _number("width", spec.width if request.width is None else request.width, int)
     height = _number("height", spec.height if request.height is None else request.height, int)
     _in_range("width", width, lim.side, " px")
     _in_range("height", height, lim.side, " px")
-    if image is not None:
+    if source is not None:
+        area = width * height if request.width is not None or request.height is not None else None
+        (width, height), said = source_size(source, spec, area, fit_to_area)
+        if said:
+            notices.append(said)
+    elif image is not None:
         aspect = image.width / image.height
         fitted = fit_to_area(aspect, width * height, spec.multiple, lim.side)
         if fitted != (width, height):
@@ -240,6 +291,11 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
 
     fps = _number("fps", spec.fps if request.fps is None else request.fps, int)
     _in_range("fps", fps, lim.fps)
+    if source is not None:  # one video, one frame rate: the source's
+        played = min(max(round(source.fps), lim.fps[0]), lim.fps[1])
+        if request.fps is not None and fps != played or abs(source.fps - played) > 0.01:
+            notices.append(f"The source plays at {source.fps:g} fps: the whole video plays at {played} fps.")
+        fps = played
     steps = _number("steps", spec.steps if request.steps is None else request.steps, int)
     _in_range("steps", steps, lim.steps)
     guidance = _number("guidance", spec.guidance if request.guidance is None else request.guidance, float)
@@ -270,6 +326,10 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
     _in_range("seed", seed, (-1, SEED_MAX))
     if seed == -1:
         seed = secrets.randbelow(SEED_MAX + 1)
+    windows: list[Window] = []
+    if windowed:
+        windows, said = plan(frames, spec.window_frames, overlap or 1, source is None, prompt, seed)
+        notices.extend(said)
 
     resolved = replace(
         request,
@@ -286,5 +346,58 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
         shift=shift,
         boundary=boundary,
         seed=seed,
+        last_image=None,
+        video=None,
+        overlap=overlap if windowed else None,
+        color_match=color_match if windowed else None,
     )
-    return ValidRequest(request=resolved, image=image, notices=tuple(notices))
+    return ValidRequest(
+        request=resolved,
+        image=image,
+        notices=tuple(notices),
+        last_image=last_image,
+        source=source,
+        windows=tuple(windows),
+    )
+
+
+def _frames(request: GenerationRequest, spec: ModelSpec, notices: list[str]) -> int:
+    """The video's frames: one pass up to the model's longest, windows beyond it (up to MAX_PASSES passes)."""
+    lim = spec.limits
+    frames = _number("frames", spec.frames if request.frames is None else request.frames, int)
+    longest = MAX_PASSES * lim.frames[1] if continues(spec) else lim.frames[1]
+    if frames > lim.frames[1] and not continues(spec):
+        raise RequestError(
+            "frames",
+            f"frames must be at most {lim.frames[1]} on {spec.id} (its longest pass); got {frames}. Longer "
+            f"videos are made window by window: {who_continues(spec)}.",
+        )
+    _in_range("frames", frames, (lim.frames[0], longest))
+    if frames % 4 != 1:
+        snapped = max(lim.frames[0], min(longest - (longest - 1) % 4, _nearest(frames - 1, 4) + 1))
+        notices.append(f"Frames must be 4k+1: {frames} frames became {snapped}.")
+        frames = snapped
+    return frames
+
+
+def _added_frames(request: GenerationRequest, spec: ModelSpec, overlap: int, notices: list[str]) -> int:
+    """An extension's new frames: a multiple of 4 (whole latent frames), one window's worth by default."""
+    most = (MAX_PASSES * spec.limits.frames[1] - 1) // 4 * 4
+    added = _number("frames", spec.window_frames - overlap if request.frames is None else request.frames, int)
+    _in_range("frames", added, (4, most))
+    if added % 4:
+        snapped = min(most, max(4, _nearest(added, 4)))
+        notices.append(f"An extension adds whole latent frames (4 video frames each): {added} frames became {snapped}.")
+        return snapped
+    return added
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise RequestError(name, f"{name} must be true or false, got {value!r}.")

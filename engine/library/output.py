@@ -123,15 +123,15 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def check_free_space(folder: str | Path, request: Any, reserve: int = 0) -> int:
+def check_free_space(folder: str | Path, request: Any, reserve: int = 0, frames: int | None = None) -> int:
     """Refuse, before any work, a video the outputs folder's disk has no room for; returns the estimate in bytes.
 
     `request` is a validated GenerationRequest (its width, height and frames are set). The estimate is generous
     (see estimate_video_bytes) and `reserve` bytes are kept free on top, so a job that passes here does not fill
-    the disk for everything else on it.
+    the disk for everything else on it. `frames`: the finished video's, when not the request's (an extension).
     """
     path = Path(folder).expanduser()
-    need = estimate_video_bytes(request.width, request.height, request.frames)
+    need = estimate_video_bytes(request.width, request.height, frames or request.frames)
     try:
         free = shutil.disk_usage(path).free
     except OSError:

@@ -10,11 +10,12 @@ import datetime as _dt
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import events as ev
@@ -25,7 +26,7 @@ from ..models.memory import ExpertSwitch, MemoryPlan, set_vae_tiling, vae_tiling
 from ..models.placement import Placement
 from .adapters import Adapters
 from .decode import denormalize, stream_decode
-from .pipeline_call import encode_on_cpu, pipeline_kwargs, prepare_call, sampling_settings
+from .pipeline_call import encode_on_cpu, pinned_frames, pipeline_kwargs, prepare_call, sampling_settings
 from .preview import denoised_estimate, latents_to_rgb
 from .speed import SpeedState
 from .views import CALLBACK_TENSORS, pipeline_view
@@ -58,10 +59,19 @@ Checkpoint = Callable[[Job, str], None]  # raises Cancelled, or a test's injecte
 
 
 def denoise(
-    loaded: Loaded, job: Job, started: float, preview_every: int, checkpoint: Checkpoint
+    loaded: Loaded,
+    job: Job,
+    started: float,
+    preview_every: int,
+    checkpoint: Checkpoint,
+    valid: Any = None,
+    pinned: Any = None,
 ) -> tuple[torch.Tensor, dict[str, float], dict]:
-    """Run the diffusers pipeline to latents, streaming steps and previews; cancel and the expert switch per step."""
-    valid = job.valid
+    """Run the diffusers pipeline to latents, streaming steps and previews; cancel and the expert switch per step.
+
+    `valid` is one pass of the job (a window of a long video; default: the whole job), `pinned` the video frames
+    a 5B window starts from (pipeline_call.pinned_frames)."""
+    valid = valid or job.valid
     r = valid.request
     pipe = pipeline_view(loaded.pipe, valid.image is not None, loaded.views)
     prepare_call(pipe, r)
@@ -76,6 +86,7 @@ def denoise(
     boundary_t = None if boundary is None else boundary * pipe.scheduler.config.num_train_timesteps
     z_dim = pipe.vae.config.z_dim
     image_first_frame = valid.image is not None and bool(pipe.config.expand_timesteps)
+    held = 1  # latent frames the 5B keeps at t = 0 (the image, or a window's overlap)
     marks: dict[str, float] = {}
     step_times: list[float] = []
 
@@ -97,8 +108,8 @@ def denoise(
         if preview_every and ((i + 1) % preview_every == 0 or i + 1 == total):
             sigma = float(p.scheduler.sigmas[i])
             x0 = denoised_estimate(tensors["latent_model_input"], tensors["noise_pred"], sigma)
-            if image_first_frame:  # TI2V: the first latent frame is the image itself (t = 0)
-                x0[:, :, 0] = tensors["latent_model_input"][:, :z_dim, 0].float()
+            if image_first_frame:  # TI2V: the first latent frames are the image itself (t = 0)
+                x0[:, :, :held] = tensors["latent_model_input"][:, :z_dim, :held].float()
             rgb = latents_to_rgb(x0)
             if rgb is not None:
                 job.emit(ev.Preview(job.id, i + 1, rgb))
@@ -111,13 +122,14 @@ def denoise(
             loaded.switch.at_boundary()
         return {}
 
-    kwargs = pipeline_kwargs(pipe, r, valid.image)
+    kwargs = pipeline_kwargs(pipe, r, valid.image, last_image=valid.last_image)
     if loaded.text_on_cpu:
         kwargs.update(encode_on_cpu(pipe, r, loaded.device))  # the pipeline casts them to the transformer's dtype
     kwargs.update(callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=CALLBACK_TENSORS)
     call_start = time.perf_counter()
     try:
-        latents = pipe(**kwargs).frames
+        with pinned_frames(pipe, pinned) as held:
+            latents = pipe(**kwargs).frames
     finally:
         for h in hooks:
             h.remove()
@@ -145,33 +157,43 @@ def decode(
 ) -> tuple[VideoWriter, float]:
     """Decode chunk by chunk straight into a hidden partial MP4 (the studio publishes it once the writer is closed);
     `filenames` picks the name (output.video_stems), `embed_prompt` whether the MP4's own settings hold texts."""
-    from diffusers.utils.torch_utils import get_module_execution_device
-
-    r = job.valid.request
-    pipe = loaded.pipe
-    vae = pipe.vae
     t0 = time.perf_counter()
-    z = denormalize(vae, latents.to(get_module_execution_device(vae), vae.dtype))
-    folder = check_outputs_dir(outputs)
-    stems = video_stems(_dt.datetime.now(), r.seed, job.id, r.prompt)
-    writer = VideoWriter(
-        folder, stems[filenames], r.width, r.height, r.fps, settings, plain_stem=stems["plain"], embed_text=embed_prompt
-    )
+    writer = open_writer(job, settings, outputs, filenames, embed_prompt)
     try:
-        total = z.shape[2]
         start = 0
-        for index, chunk in enumerate(stream_decode(vae, z)):
-            video = pipe.video_processor.postprocess_video(chunk, output_type="np")[0]
-            frames = to_uint8(video)
+        for frames in decoded_frames(loaded, job, latents, checkpoint):
             writer.write(frames)
             job.emit(ev.Frames(job.id, start, frames))
             start += len(frames)
-            job.emit(ev.Decoding(job.id, index + 1, total))
-            checkpoint(job, "decoding")
     except BaseException:
         writer.abort()
         raise
     return writer, time.perf_counter() - t0
+
+
+def open_writer(job: Job, settings: dict, outputs: Path, filenames: str, embed_prompt: bool) -> VideoWriter:
+    """The hidden partial MP4 of the job's video, named by `filenames` (output.video_stems)."""
+    r = job.valid.request
+    folder = check_outputs_dir(outputs)
+    stems = video_stems(_dt.datetime.now(), r.seed, job.id, r.prompt)
+    return VideoWriter(
+        folder, stems[filenames], r.width, r.height, r.fps, settings, plain_stem=stems["plain"], embed_text=embed_prompt
+    )
+
+
+def decoded_frames(loaded: Loaded, job: Job, latents: torch.Tensor, checkpoint: Checkpoint) -> Iterator[np.ndarray]:
+    """The latents decoded chunk by chunk as uint8 frames [n, H, W, 3], with a Decoding event after each chunk."""
+    from diffusers.utils.torch_utils import get_module_execution_device
+
+    pipe = loaded.pipe
+    vae = pipe.vae
+    z = denormalize(vae, latents.to(get_module_execution_device(vae), vae.dtype))
+    total = z.shape[2]
+    for index, chunk in enumerate(stream_decode(vae, z)):
+        video = pipe.video_processor.postprocess_video(chunk, output_type="np")[0]
+        yield to_uint8(video)
+        job.emit(ev.Decoding(job.id, index + 1, total))
+        checkpoint(job, "decoding")
 
 
 def video_settings(
@@ -195,6 +217,12 @@ def video_settings(
         "family": spec.family,
         "request": valid.request.settings(),
         "image": None if valid.image is None else {"width": valid.image.width, "height": valid.image.height},
+        "last_image": None
+        if valid.last_image is None
+        else {"width": valid.last_image.width, "height": valid.last_image.height},  # fmt: skip
+        "source": None if valid.source is None else valid.source.settings(),  # the video an extension continues
+        "windows": [w.settings() for w in valid.windows],  # a long video's passes; [] for one pass
+        "total_frames": valid.total_frames,
         "sampling": sampling,
         "loras": loras,  # name, files with sha256, strengths, recommended settings (adapters.Adapters.use)
         "lora_recommended_applied": dict(valid.recommended),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:  # only named in annotations: the run never reaches back up to admission
@@ -40,7 +43,9 @@ def sampling_settings(pipe, r: GenerationRequest) -> dict[str, Any]:
     }
 
 
-def pipeline_kwargs(pipe, r: GenerationRequest, image: Any = None, output_type: str = "latent") -> dict[str, Any]:
+def pipeline_kwargs(
+    pipe, r: GenerationRequest, image: Any = None, output_type: str = "latent", last_image: Any = None
+) -> dict[str, Any]:
     """Keyword arguments for pipe(...) from a request whose values are all resolved (see validate)."""
     kwargs: dict[str, Any] = {
         "prompt": r.prompt,
@@ -57,7 +62,50 @@ def pipeline_kwargs(pipe, r: GenerationRequest, image: Any = None, output_type: 
         kwargs["guidance_scale_2"] = r.guidance_2
     if image is not None:
         kwargs["image"] = image
+    if last_image is not None:  # I2V-A14B only (validate refuses it elsewhere): the frame the video ends on
+        kwargs["last_image"] = last_image
     return kwargs
+
+
+@contextlib.contextmanager
+def pinned_frames(pipe, frames: np.ndarray | None) -> Iterator[int]:
+    """Condition the first latent frames of a 5B image-to-video call on several video frames, not one image.
+
+    The 5B pipeline gives every latent frame its own timestep and keeps the first one at t = 0 with the encoded
+    image in it; diffusers stops at one frame, so for a window that overlaps the previous one by 1 + 4k frames we
+    encode those frames (k + 1 latent frames, the VAE being causal) and pin all of them the same way, around the
+    pipeline's own prepare_latents. Yields how many latent frames are pinned (1 without `frames`).
+    """
+    if frames is None or len(frames) <= 1:
+        yield 1
+        return
+    from diffusers.pipelines.wan.pipeline_wan_i2v import retrieve_latents
+    from diffusers.utils.torch_utils import get_module_execution_device
+
+    original = pipe.prepare_latents
+    count = (len(frames) - 1) // 4 + 1
+
+    def prepare(*args, **kwargs):
+        latents, condition, mask = original(*args, **kwargs)
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).unsqueeze(0)
+        video = video.float() / 127.5 - 1.0  # what the pipeline's image preprocessing makes of a picture
+        vae = pipe.vae
+        video = video.to(get_module_execution_device(vae), vae.dtype)
+        encoded = retrieve_latents(vae.encode(video), sample_mode="argmax")
+        encoded = encoded.to(condition.device, condition.dtype)
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(encoded)
+        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(encoded)
+        whole = condition.new_zeros(latents.shape)  # diffusers' holds the one image frame, broadcast in its use
+        whole[:, :, :count] = (encoded - mean) / std
+        mask = mask.clone()
+        mask[:, :, :count] = 0
+        return latents, whole, mask
+
+    pipe.prepare_latents = prepare
+    try:
+        yield count
+    finally:
+        del pipe.prepare_latents  # the class's own method again
 
 
 def encode_on_cpu(pipe, r: GenerationRequest, device: torch.device) -> dict[str, Any]:

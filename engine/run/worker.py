@@ -43,10 +43,11 @@ from ..models.single_file import SingleFile, hash_files
 from ..models.storage import WeightOptions, record, summary
 from ..models.tiny import cache_root
 from .adapters import Adapters
-from .generation import Cancelled, Loaded, decode, denoise, video_settings
+from .generation import Cancelled, Loaded, decode, denoise, open_writer, video_settings
 from .pipeline_call import truncation_notices
 from .speed import SpeedOptions, apply_compile, apply_speed, fp8_storage_supported
 from .views import prepare as prepare_view
+from .windows import make_windows
 
 log = logging.getLogger("wan_studio.engine")
 # Loads in one process take turns: accelerate's init_empty_weights, which the loaders use, patches torch.nn.Module
@@ -333,17 +334,38 @@ class LocalWorker:
             lora_record = self._attach_loras(job, options)
             stage = "denoising"
             self.checkpoint(job, "denoise")
-            latents, timings_denoise, sampling = denoise(loaded, job, started, options.preview_every, self.checkpoint)
-            timings.update(timings_denoise)
-            if not self.decodes:
-                return None
-            stage = "decoding"
-            self.checkpoint(job, "decode")
-            settings = video_settings(loaded, job, spec, device_name(self.device), timings, sampling, lora_record)
-            settings.update(self.run_record())
-            writer, timings["decode"] = decode(
-                loaded, job, latents, settings, outputs, self.checkpoint, options.filenames, options.embed_prompt
-            )
+            if job.valid.windows:
+                stage = "making the video window by window"
+                settings: dict[str, Any] = {}
+
+                def start_video(sampling: dict) -> VideoWriter | None:
+                    settings.update(video_settings(loaded, job, spec, device_name(self.device), timings, sampling,
+                                                   lora_record), **self.run_record())  # fmt: skip
+                    if not self.decodes:
+                        return None
+                    return open_writer(job, settings, outputs, options.filenames, options.embed_prompt)
+
+                writer, timings_windows, settings_color = make_windows(
+                    loaded, job, started, options.preview_every, self.checkpoint, start_video
+                )
+                timings.update(timings_windows)
+                settings["color_match"] = settings_color
+                if writer is None:
+                    return None
+            else:
+                latents, timings_denoise, sampling = denoise(
+                    loaded, job, started, options.preview_every, self.checkpoint
+                )
+                timings.update(timings_denoise)
+                if not self.decodes:
+                    return None
+                stage = "decoding"
+                self.checkpoint(job, "decode")
+                settings = video_settings(loaded, job, spec, device_name(self.device), timings, sampling, lora_record)
+                settings.update(self.run_record())
+                writer, timings["decode"] = decode(
+                    loaded, job, latents, settings, outputs, self.checkpoint, options.filenames, options.embed_prompt
+                )
             stage = "saving the video"
             self.checkpoint(job, "save")
             timings["total"] = time.perf_counter() - started

@@ -1,0 +1,115 @@
+"""A long video or an extension on a worker: window after window, each a pass of the model that starts from the
+last frames of what is already made (the source video's, then the previous window's).
+
+The new frames of every window are matched in colour to one reference (color.py) and written after the source's
+own frames, so the result is one MP4: the source, then the continuation, at the source's size and frame rate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .. import events as ev
+from ..jobs import Job
+from ..library.output import VideoWriter
+from .color import LabStats, lab_stats, match_colors
+from .generation import Checkpoint, Loaded, decoded_frames, denoise
+
+SOURCE_CHUNK = 16  # source frames written (and shown) at a time
+
+
+def make_windows(
+    loaded: Loaded,
+    job: Job,
+    started: float,
+    preview_every: int,
+    checkpoint: Checkpoint,
+    open_writer: Callable[[dict], VideoWriter | None],
+) -> tuple[VideoWriter | None, dict[str, float], dict[str, Any]]:
+    """Run every window of the job into one writer. `open_writer(sampling)` is called once the first window's
+    sampling is known and returns the writer (None on a parallel rank that only helps denoise: it still decodes,
+    since the next window starts from the frames). Returns the writer, the summed timings and what colour matching
+    did."""
+    valid = job.valid
+    r = valid.request
+    size = (r.width, r.height)
+    overlap = r.overlap or 1
+    reach = max(overlap, *(w.frames for w in valid.windows))  # frames kept: a window's worth, the colour reference
+    tail: deque[np.ndarray] = deque(maxlen=reach)
+    if valid.source is not None:
+        checkpoint(job, "reading the source video")
+        tail.extend(valid.source.frames_at(size))
+    reference: LabStats | None = lab_stats(tail) if tail and r.color_match else None
+    writer: VideoWriter | None = None
+    opened = False
+    written = 0
+    timings = {"encode": 0.0, "denoise": 0.0, "decode": 0.0, "color": 0.0}
+    steps: list[float] = []
+    matched: list[dict] = []
+    count = len(valid.windows)
+    for window in valid.windows:
+        job.emit(ev.Window(job.id, window.index + 1, count, window.frames, window.new))
+        start_frames = np.stack(list(tail)[-overlap:]) if tail else None
+        image = valid.image if start_frames is None else Image.fromarray(start_frames[0])
+        last = valid.last_image if window.index == count - 1 else None
+        one = replace(r, prompt=window.prompt, seed=window.seed, frames=window.frames)
+        one_valid = replace(valid, request=one, image=image, last_image=last)
+        pinned = start_frames if start_frames is not None and overlap > 1 else None
+        latents, said, sampling = denoise(loaded, job, started, preview_every, checkpoint, one_valid, pinned)
+        timings["encode"] += said["encode"]
+        timings["denoise"] += said["denoise"]
+        steps.append(said["step_mean"])
+        if not opened:
+            writer, opened = open_writer(sampling), True
+            if valid.source is not None and writer is not None:
+                written = _write_source(job, writer, valid.source.frames_at(size), checkpoint)
+        t0 = time.perf_counter()
+        frames = np.concatenate(list(decoded_frames(loaded, job, latents, checkpoint)))
+        timings["decode"] += time.perf_counter() - t0
+        if start_frames is not None:
+            frames = frames[overlap:]  # the overlap is already in the video: it is written once
+        t0 = time.perf_counter()
+        if reference is not None and start_frames is not None:
+            before = lab_stats(frames)
+            frames = match_colors(frames, reference)
+            matched.append({"window": window.index + 1, "before": before.settings()})
+        timings["color"] += time.perf_counter() - t0
+        if writer is not None:
+            writer.write(frames)
+        job.emit(ev.Frames(job.id, written, frames))
+        written += len(frames)
+        tail.extend(frames)
+        if reference is None and r.color_match:  # a long video from scratch: its first window is the reference
+            reference = lab_stats(tail)
+    timings["step_mean"] = sum(steps) / max(1, len(steps))
+    record = {"reference": reference.settings() if reference else None, "windows": matched}
+    return writer, timings, record
+
+
+def _write_source(job: Job, writer: VideoWriter, frames, checkpoint: Checkpoint) -> int:
+    """The source's own frames first, as they are (scaled to the video's size): returns how many."""
+    written = 0
+    chunk: list[np.ndarray] = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == SOURCE_CHUNK:
+            written += _put(job, writer, chunk, written)
+            chunk = []
+            checkpoint(job, "writing the source video")
+    if chunk:
+        written += _put(job, writer, chunk, written)
+    return written
+
+
+def _put(job: Job, writer: VideoWriter, chunk: list[np.ndarray], start: int) -> int:
+    frames = np.stack(chunk)
+    writer.write(frames)
+    job.emit(ev.Frames(job.id, start, frames))
+    return len(frames)
