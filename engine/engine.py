@@ -477,8 +477,10 @@ def signing(credentials: Credentials, job: Job, settings: dict[str, Any], video:
             image = job.valid.image
             pixels = None if image is None else hashlib.sha256(image.tobytes()).hexdigest()
             facts = facts_from_settings(settings, f"{video.stem}.mp4", pixels, f"{video.plain_stem}.mp4")
+            source_video = job.valid.source
+            parent = None if source_video is None else (source_video.name, source_video.data)
             try:
-                record = credentials.sign(source, target, facts, image)
+                record = credentials.sign(source, target, facts, image, parent, job.valid.last_image)
             except CredentialError as exc:
                 record = {"signed": False, "reason": str(exc)}
                 log.warning("job %s: saved without content credentials: %s", job.id, exc)

@@ -1,5 +1,5 @@
-"""The stable public endpoints for gradio_client and scripts: /text_to_video, /image_to_video, /variations, /stop,
-/list_loras.
+"""The stable public endpoints for gradio_client and scripts: /text_to_video, /image_to_video, /extend_video,
+/variations, /stop, /list_loras.
 
 They are separate from the page's own (private) events so the page can change without breaking scripts. The
 parameter names are the function parameters below; None means the loaded model's default.
@@ -28,10 +28,10 @@ def _request(api: dict[str, Any]) -> GenerationRequest:
         prompt=api["prompt"] or "",
         negative_prompt=api["negative_prompt"] or None,
         image=api.get("image"),
-        width=api["width"],
-        height=api["height"],
+        width=api.get("width"),
+        height=api.get("height"),
         frames=api["num_frames"],
-        fps=api["fps"],
+        fps=api.get("fps"),
         steps=api["steps"],
         guidance=api["guidance_scale"],
         guidance_2=api["guidance_scale_2"],
@@ -39,6 +39,10 @@ def _request(api: dict[str, Any]) -> GenerationRequest:
         seed=-1 if api["seed"] is None else api["seed"],
         extra={"ui": {"tab": "api"}},
         loras=(api["loras"] or "").strip() or None,
+        last_image=api.get("last_image") or None,
+        video=api.get("video") or None,
+        overlap=api.get("overlap"),
+        color_match=api.get("color_match"),
     )
 
 
@@ -85,11 +89,35 @@ def build_api(engine: Engine, runs: Runs) -> None:
         shift: float | None = None,
         seed: int = -1,
         loras: str | None = None,
+        last_image: str | None = None,
         request: gr.Request = None,
     ) -> Iterator[tuple]:
-        """Animate an image. Streams like /text_to_video; the size follows the image's aspect at width x height."""
+        """Animate an image. Streams like /text_to_video; the size follows the image's aspect at width x height.
+        `last_image` (I2V-A14B) is the picture the video ends on."""
         if not image:
             raise refuse("Add an image to animate: image_to_video starts from a picture.", "Can't start this video")
+        yield from stream(_request(locals()), request)
+
+    def extend_video(
+        video: str,
+        prompt: str = "",
+        negative_prompt: str | None = None,
+        num_frames: int | None = None,
+        overlap: int | None = None,
+        color_match: bool | None = None,
+        seed: int = -1,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        guidance_scale_2: float | None = None,
+        shift: float | None = None,
+        loras: str | None = None,
+        request: gr.Request = None,
+    ) -> Iterator[tuple]:
+        """Continue a video: `num_frames` new frames after its own, window by window (one prompt per line of
+        `prompt` gives each window its own). Streams like /text_to_video; the result is the source, then the new
+        frames, in one MP4 at the source's frame rate."""
+        if not video:
+            raise refuse("Add the video to continue: extend_video starts from a video.", "Can't start this video")
         yield from stream(_request(locals()), request)
 
     def variations(
@@ -141,6 +169,10 @@ def build_api(engine: Engine, runs: Runs) -> None:
         seed = number_input(label="seed (-1: random)", value=-1, precision=0)
         loras = gr.Textbox(label="loras (NAME, NAME:STRENGTH or NAME:HIGH:LOW, comma-separated; empty: none)")
         image = picture_input(label="image")
+        last_image = picture_input(label="last_image")
+        source = gr.File(label="video", file_types=["video"])
+        overlap = number_input(label="overlap", value=None, precision=0)
+        color_match = gr.Checkbox(label="color_match", value=True)
         outputs = [
             gr.Image(label="preview", type="filepath"),
             gr.Video(label="video"),
@@ -150,6 +182,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
         ]
         t2v = gr.Button("text_to_video")
         i2v = gr.Button("image_to_video")
+        extend = gr.Button("extend_video")
         stop_button = gr.Button("stop")
         stop_status = gr.Textbox(label="status")
         list_button = gr.Button("list_loras")
@@ -182,7 +215,19 @@ def build_api(engine: Engine, runs: Runs) -> None:
     list_button.click(list_loras, None, library, api_name="list_loras", queue=False)
     t2v.click(text_to_video, [prompt, negative, *numbers, seed, loras], outputs, api_name="text_to_video", **common)
     i2v.click(
-        image_to_video, [image, prompt, negative, *numbers, seed, loras], outputs, api_name="image_to_video", **common
+        image_to_video,
+        [image, prompt, negative, *numbers, seed, loras, last_image],
+        outputs,
+        api_name="image_to_video",
+        **common,
+    )
+    frames, steps, guidance, guidance_2, shift = (numbers[i] for i in (2, 4, 5, 6, 7))
+    extend.click(
+        extend_video,
+        [source, prompt, negative, frames, overlap, color_match, seed, steps, guidance, guidance_2, shift, loras],
+        outputs,
+        api_name="extend_video",
+        **common,
     )
     batch_button.click(
         variations,

@@ -6,7 +6,7 @@ import json
 from functools import cache
 from typing import Any
 
-from engine import PRESETS_DIR, ModelSpec, style_names
+from engine import MAX_PASSES, PRESETS_DIR, ModelSpec, continues, style_names
 from engine import style_words as preset_style_words
 
 
@@ -39,22 +39,39 @@ def size_choices(spec: ModelSpec) -> list[tuple[str, str]]:
     return [(size_label(w, h), size_value(w, h)) for w, h in sizes]
 
 
+def longest_frames(spec: ModelSpec) -> int:
+    """The most frames one request makes: windows up to MAX_PASSES passes on models that continue from an image."""
+    return spec.limits.frames[1] * (MAX_PASSES if continues(spec) else 1)
+
+
 def snap_frames(frames: float, spec: ModelSpec) -> int:
     """The nearest 4k+1 frame count inside the model's limits (the VAE packs 4 frames per latent frame)."""
-    low, high = spec.limits.frames
+    low, high = spec.limits.frames[0], longest_frames(spec)
     snapped = 4 * int(round((frames - 1) / 4)) + 1
     return max(low + (1 - low) % 4, min(high - (high - 1) % 4, snapped))
 
 
-def duration_label(frames: int, fps: int) -> str:
-    return f"{frames / fps:.1f} s · {frames} frames"
+def duration_label(frames: int, fps: int, one_pass: int | None = None) -> str:
+    windows = " · in windows" if one_pass is not None and frames > one_pass else ""
+    return f"{frames / fps:.1f} s · {frames} frames{windows}"
 
 
 def duration_choices(spec: ModelSpec, fps: int | None = None) -> list[tuple[str, int]]:
     fps = fps or spec.fps
     counts = {snap_frames(seconds * fps + 1, spec) for seconds in ui_presets()["durations_s"]}
     counts.add(spec.frames)
-    return [(duration_label(n, fps), n) for n in sorted(counts)]
+    return [(duration_label(n, fps, spec.limits.frames[1]), n) for n in sorted(counts)]
+
+
+def duration_info(spec: ModelSpec) -> str:
+    """How long videos work on this model, for the Duration menu."""
+    one = spec.limits.frames[1] / spec.fps
+    if not continues(spec):
+        return f"Up to {one:.0f} s in one pass; longer videos need TI2V-5B or I2V-A14B (they continue in windows)"
+    return (
+        f"Beyond {one:.0f} s the video is made in windows, each continuing from the last frame of the one before. "
+        "One prompt line per window, in order (the last line goes on); one line serves them all"
+    )
 
 
 QUALITIES = tuple(ui_presets()["quality"])  # step multipliers; the page adds "fast" (a 4-step LoRA) after them

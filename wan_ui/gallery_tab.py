@@ -22,6 +22,8 @@ from engine import (
 )
 
 from .compare import MAX_COMPARE, MIN_COMPARE, compare_html
+from .extend_panel import ExtendPanel, build_extend, wire_extend
+from .runs import Runs
 
 GALLERY_LIMIT = 200  # newest first; older videos stay on disk, only the page lists fewer
 FILTERS = [("All", "all"), ("Kept", "kept"), ("Rejected", "rejected"), ("Not marked", "none")]
@@ -49,6 +51,15 @@ def describe(video: SavedVideo) -> str:
         f"{size} · {r.get('steps')} steps · guidance {r.get('guidance')} · seed {r.get('seed')}\n\n"
         f"> {video.prompt}"
     ]
+    windows = video.settings.get("windows") or []
+    source = video.settings.get("source")
+    if source:
+        parts.append(
+            f"Extends **{source.get('name')}** ({source.get('frames')} frames) by {r.get('frames')} frames in "
+            f"{len(windows)} window{'s' if len(windows) != 1 else ''}: {video.settings.get('total_frames')} frames."
+        )
+    elif windows:
+        parts.append(f"A long video: {len(windows)} windows, each continuing from the one before.")
     if video.batch:
         b = video.batch
         parts.append(f"Take {b.get('index')} of {b.get('count')} of batch `{b.get('id')}` (varied: {b.get('varied')})")
@@ -88,6 +99,7 @@ class GalleryTab:
     pick: gr.Dropdown  # 2-4 videos to compare
     compare: gr.Button
     view: gr.HTML
+    extend: ExtendPanel
 
 
 def build_gallery(engine: Engine) -> GalleryTab:
@@ -112,7 +124,9 @@ def build_gallery(engine: Engine) -> GalleryTab:
         with gr.Column(scale=2):
             chosen = gr.Video(label="Selected video", interactive=False, height=280, elem_id="gallery-video")
             about = gr.Markdown("Pick a video to see how it was made.", elem_id="gallery-about")
-            reuse = gr.Button("Reuse settings", variant="primary", interactive=False, elem_id="gallery-reuse")
+            with gr.Row():
+                reuse = gr.Button("Reuse settings", variant="primary", interactive=False, elem_id="gallery-reuse")
+                extend = build_extend()
             with gr.Row():
                 keep = gr.Button("✓ Keep", size="sm", interactive=False, elem_id="gallery-keep")
                 reject = gr.Button("✗ Reject", size="sm", interactive=False, elem_id="gallery-reject")
@@ -142,7 +156,7 @@ def build_gallery(engine: Engine) -> GalleryTab:
     view = gr.HTML("", elem_id="gallery-compare-view")
     return GalleryTab(
         refresh, gallery, chosen, about, settings, reuse, gr.State([]), gr.State(None),
-        show, keep, reject, unmark, export, exported, check, checked, pick, compare, view,
+        show, keep, reject, unmark, export, exported, check, checked, pick, compare, view, extend,
     )  # fmt: skip
 
 
@@ -153,7 +167,7 @@ def listing(engine: Engine, show: str = "all") -> tuple[list[tuple[str, str]], l
     return [(str(v.path), caption(v)) for v in videos], [str(v.path) for v in videos]
 
 
-def wire_gallery(tab: GalleryTab, engine: Engine, opened: gr.Tab) -> None:
+def wire_gallery(tab: GalleryTab, engine: Engine, opened: gr.Tab, runs: Runs) -> None:
     """Refresh on the button and whenever the Gallery tab is opened; a click shows that video's settings."""
     private = {"api_visibility": "private", "concurrency_limit": None, "concurrency_id": "gallery"}
 
@@ -166,18 +180,18 @@ def wire_gallery(tab: GalleryTab, engine: Engine, opened: gr.Tab) -> None:
         trigger(refresh, tab.show, [tab.gallery, tab.paths, tab.pick], **private)
 
     chosen_outputs = [tab.chosen, tab.about, tab.settings, tab.reuse, tab.selected, tab.keep, tab.reject, tab.unmark]
-    chosen_outputs += [tab.export, tab.exported]
+    chosen_outputs += [tab.export, tab.exported, tab.extend.open]
 
     def shown(video: SavedVideo | None, path: str | None, message: str = "") -> tuple:
         if video is None:
             off = gr.Button(interactive=False)
             gone = message or "That video is no longer in the outputs folder."
-            return None, gone, None, off, None, off, off, off, off, gr.File(visible=False)
+            return None, gone, None, off, None, off, off, off, off, gr.File(visible=False), off
         usable = gr.Button(interactive=bool(video.settings))
         about = describe(video) + (f"\n\n{message}" if message else "")
         return (
             path, about, video.settings, usable, path, usable, usable, usable,
-            gr.Button(interactive=bool(video.batch)), gr.File(visible=False),
+            gr.Button(interactive=bool(video.batch)), gr.File(visible=False), gr.Button(interactive=True),
         )  # fmt: skip
 
     def select(paths: list[str], evt: gr.SelectData):
@@ -227,3 +241,4 @@ def wire_gallery(tab: GalleryTab, engine: Engine, opened: gr.Tab) -> None:
         return f"**Credentials check of {Path(path).name}:** {check_credentials(path).summary}", None
 
     tab.check.upload(check, tab.check, [tab.checked, tab.check], **private)
+    wire_extend(tab.extend, engine, runs, tab.selected, tab.show, refresh, listing_outputs)

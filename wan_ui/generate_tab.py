@@ -47,6 +47,7 @@ class GenerateTab:
     needs: gr.Markdown
     switch: gr.Button
     image: gr.Image | None
+    last_image: gr.Image | None  # I2V-A14B only: first and last frame
     prompt: gr.Textbox
     size: gr.Dropdown
     duration: gr.Dropdown
@@ -110,6 +111,7 @@ class GenerateTab:
             self.height,
             self.generate,
             *self.lora_controls,
+            *([self.last_image] if self.last_image is not None else []),
         ]
 
     @property
@@ -197,7 +199,7 @@ def model_settings(mode: str, spec: ModelSpec, engine: Engine) -> dict[str, dict
         "size": dict(
             choices=choices.size_choices(spec), value=choices.size_value(spec.width, spec.height), info=SIZE_INFO[mode]
         ),
-        "duration": dict(choices=choices.duration_choices(spec), value=spec.frames, info=""),
+        "duration": dict(choices=choices.duration_choices(spec), value=spec.frames, info=choices.duration_info(spec)),
         "quality": dict(value="standard"),
         "negative": dict(value=spec.negative_prompt),
         "steps": dict(minimum=lim.steps[0], maximum=lim.steps[1], value=spec.steps),
@@ -209,12 +211,13 @@ def model_settings(mode: str, spec: ModelSpec, engine: Engine) -> dict[str, dict
             visible=spec.moe,
         ),
         "shift": dict(minimum=lim.shift[0], maximum=lim.shift[1], value=spec.shift),
-        "frames": dict(minimum=frames_low, maximum=lim.frames[1], value=spec.frames),
+        "frames": dict(minimum=frames_low, maximum=choices.longest_frames(spec), value=spec.frames),
         "fps": dict(minimum=lim.fps[0], maximum=lim.fps[1], value=spec.fps),
         "width": dict(value=spec.width),
         "height": dict(value=spec.height),
         "generate": dict(interactive=ok),
         **lora_picker.model_settings(engine, spec),
+        **({"last_image": dict(visible=spec.family == "i2v")} if mode == "i2v" else {}),
     }
 
 
@@ -237,14 +240,27 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
         )
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
-            image = None
+            image = last_image = None
             if mode == "i2v":
-                image = picture_input(
-                    label="Image to animate (required)",
-                    sources=["upload", "clipboard"],
-                    height=280,
-                    elem_id=f"{mode}-image",
-                )
+                with gr.Row(equal_height=True):
+                    image = picture_input(
+                        label="Image to animate (required)",
+                        sources=["upload", "clipboard"],
+                        height=280,
+                        elem_id=f"{mode}-image",
+                        scale=3,
+                    )
+                    last_image = picture_input(
+                        **at(
+                            "last_image",
+                            label="Last frame (optional): the video ends on this picture",
+                            sources=["upload", "clipboard"],
+                            height=280,
+                            elem_id=f"{mode}-last-image",
+                            scale=2,
+                            visible=False,
+                        )
+                    )
             with gr.Row(equal_height=False):
                 prompt = gr.Textbox(
                     label="Prompt",
@@ -343,6 +359,7 @@ def build_tab(mode: str, engine: Engine, runs: Runs, spec: ModelSpec | None) -> 
         needs=needs,
         switch=switch,
         image=image,
+        last_image=last_image,
         prompt=prompt,
         size=size,
         duration=duration,
@@ -421,6 +438,7 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
 
     def on_generate(
         image,
+        last_image,
         prompt,
         words,
         negative,
@@ -481,6 +499,7 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
             seed=-1 if rand or _number(seed) is None else seed,
             extra={**(extra or {}), "ui": ui_meta},
             loras=lora_text,
+            last_image=last_image or None,
         )
         if several:
             yield from run_takes(req, words, count, vary, seed_mode, lines, key_for(request))
@@ -546,7 +565,12 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
     start = tab.generate.click(on_start, None, [tab.generate, tab.stop, tab.status, tab.video], **controls)
     run = start.then(
         on_generate,
-        [tab.image if tab.image is not None else gr.State(None), *tab.request_inputs, *tab.variations.inputs],
+        [
+            tab.image if tab.image is not None else gr.State(None),
+            tab.last_image if tab.last_image is not None else gr.State(None),
+            *tab.request_inputs,
+            *tab.variations.inputs,
+        ],
         outputs,
         api_visibility="private",
         concurrency_id="gpu",

@@ -23,7 +23,8 @@ from engine import (
 
 from .api import build_api
 from .compare import COMPARE_CSS
-from .gallery_tab import build_gallery, wire_gallery
+from .extend_panel import reuse_updates
+from .gallery_tab import build_gallery, describe, wire_gallery
 from .generate_tab import GenerateTab, build_tab, counterpart, serves
 from .progress import header_markdown, tiny_banner
 from .refine_tab import build_refine_api, build_refine_tab, wire_refine
@@ -121,7 +122,7 @@ def build(
         build_refine_api(engine, refiner)
         generate_tabs = {"t2v": t2v, "i2v": i2v}
         _wire_models(demo, engine, model, header, banner, seen, generate_tabs, storage, defaults)
-        wire_gallery(gallery, engine, gallery_tab)
+        wire_gallery(gallery, engine, gallery_tab, runs)
         wire_refine(refine, engine, refiner, generate_tabs, tabs)
         _wire_reuse(engine, gallery, generate_tabs, tabs)
 
@@ -247,10 +248,18 @@ def _wire_reuse(engine: Engine, gallery, tabs: dict[str, GenerateTab], tab_set: 
         targets += [tab.frames, tab.duration, tab.fps, tab.steps, tab.quality, tab.guidance, tab.guidance_2]
         targets += [tab.shift, tab.seed, tab.randomize, tab.extra, tab.status, *tab.lora_controls]
 
+    panel = gallery.extend
+    targets += [panel.box, panel.about, panel.source, panel.run, panel.status, panel.frames, panel.overlap]
+    targets += [panel.prompt, panel.color, panel.seed]
+
     def reuse(path: str | None):
         video = find_video(engine.outputs, path)
         if video is None or not video.settings:  # said in the Gallery, beside the button
             return {gallery.about: "**Nothing to reuse:** pick a video made by Wan Studio first."}
+        if video.settings.get("source"):  # an extension: its panel, on its source
+            out, note = reuse_updates(panel, engine, video)
+            out[gallery.about] = f"{describe(video)}\n\n{note}"
+            return out
         request = request_from_settings(video.settings).settings()
         mode = "i2v" if video.from_image else "t2v"
         spec = _spec(engine)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine import Cancelled, Decoding, Done, Failed, Loading, ModelState, Notice, Queued, Ready, Step
+from engine import Cancelled, Decoding, Done, Failed, Loading, ModelState, Notice, Queued, Ready, Step, Window
 
 PHASES = {"high-noise": "High-noise expert", "low-noise": "Low-noise expert", "denoise": "Denoising"}
 
@@ -32,6 +32,8 @@ def status_line(event: object) -> str | None:
         return f"LoRA: {event.message}" + (f" ({event.fraction:.0%})" if event.fraction else "")
     if isinstance(event, Loading):
         return f"Loading the model ({event.fraction:.0%}): {event.message}"
+    if isinstance(event, Window):
+        return f"Window {event.index} of {event.count} · {event.new} new frames · starting"
     if isinstance(event, Step):
         eta = "" if event.eta is None else f" · about {clock(event.eta)} left"
         phase = PHASES.get(event.phase, event.phase)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,6 +31,7 @@ from engine import (
     Queued,
     Step,
     StudioError,
+    Window,
     validate,
 )
 
@@ -39,6 +41,7 @@ from .progress import status_line
 
 log = logging.getLogger("wan_studio.ui")
 STATUS_EVERY_S = 0.15  # plain progress lines are coalesced; previews, frames and the end always go out
+DECODED_SHOWN = 64  # decoded frames kept for the animated preview: the latest ones (a long video's window)
 
 
 class QueueFull(StudioError):
@@ -182,22 +185,29 @@ def job_updates(engine: Engine, events: Iterator, fps: int, raise_errors: bool =
     """One job's events as page updates: coalesced status lines, animated previews, the video at the end."""
     previews = PreviewFiles()
     notices: list[str] = []
-    decoded: list = []
+    decoded: deque = deque(maxlen=DECODED_SHOWN)
     last_status = 0.0
     line = "Starting…"
+    window = ""  # "Window 2 of 3 · " while a long video's windows run
     try:
         for event in events:
             if isinstance(event, Notice):
                 notices.append(event.message)
                 continue
-            line = status_line(event) or line  # a preview keeps the step line it follows
+            if isinstance(event, Window):
+                window = f"Window {event.index} of {event.count} · "
+                decoded.clear()
+            said = status_line(event)
+            if said and window and isinstance(event, (Step, Decoding, Window)):
+                said = said if isinstance(event, Window) else window + said
+            line = said or line  # a preview keeps the step line it follows
             if isinstance(event, Preview):
                 path = previews.animation(event.frames, fps / 4)  # a latent frame spans 4 video frames
                 yield Update(line, preview=path, notices=notices)
             elif isinstance(event, Frames):
                 decoded.extend(previews.thumbnail(f) for f in event.frames[::2])  # every other frame is enough
             elif isinstance(event, Decoding):
-                path = previews.animation(decoded, fps / 2) if decoded else None
+                path = previews.animation(list(decoded), fps / 2) if decoded else None
                 yield Update(line, preview=path, notices=notices)
             elif isinstance(event, Done):
                 yield Update(

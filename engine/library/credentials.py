@@ -21,6 +21,9 @@ from typing import Any
 
 log = logging.getLogger("wan_studio.credentials")
 AI_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+# an extension: the source video's frames, then frames a model made (IPTC's term for a mix of both)
+COMPOSITE_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+PARENT_ID = "source-video"  # the parent ingredient's label, which the c2pa.opened action names
 GENERATION_LABEL = "studio.wan.generation"  # our own assertion: model, LoRAs, storage (settings hold the rest)
 LOCAL_ORG = "Wan Studio (local signing key)"
 
@@ -169,19 +172,42 @@ class Credentials:
         reason = "turned off (--no-credentials)" if not self.options.enabled else self.problem
         return {"signed": False, "reason": reason}
 
-    def sign(self, source: Path, target: Path, facts: dict[str, Any], image: Any = None) -> dict[str, Any]:
-        """Write `source` with a signed manifest to `target`; returns the settings' record. Raises CredentialError."""
+    def sign(
+        self,
+        source: Path,
+        target: Path,
+        facts: dict[str, Any],
+        image: Any = None,
+        parent: tuple[str, bytes] | None = None,
+        last_image: Any = None,
+    ) -> dict[str, Any]:
+        """Write `source` with a signed manifest to `target`; returns the settings' record. Raises CredentialError.
+
+        `parent` (file name, bytes) is the video an extension continues: it becomes the manifest's parent
+        ingredient, with its own credentials when it has any, so a reader can follow which frames came from where.
+        """
         if self._material is None:
             raise CredentialError(self.unsigned()["reason"] or "no signing key")
         import c2pa
 
+        definition = manifest(facts, self.options.include_prompt)
         try:
-            builder = c2pa.Builder.from_json(manifest(facts, self.options.include_prompt))
-            if image is not None:
+            builder = c2pa.Builder.from_json(definition)
+            if parent is not None:
+                name, data = parent
+                about = {"title": name, "relationship": "parentOf", "label": PARENT_ID}
+                try:  # the parent's bytes: c2pa hashes them and carries the parent's own credentials along
+                    builder.add_ingredient(about, "video/mp4", io.BytesIO(data))
+                except c2pa.C2paError:  # a WebM or MKV c2pa cannot parse: named; its sha256 is in our assertion
+                    definition["ingredients"] = [{**about, "format": "application/octet-stream"}]
+                    builder = c2pa.Builder.from_json(definition)
+            for picture, title in ((image, "input image"), (last_image, "last frame image")):
+                if picture is None:
+                    continue
                 png = io.BytesIO()
-                image.save(png, format="PNG")
+                picture.save(png, format="PNG")
                 png.seek(0)
-                builder.add_ingredient({"title": "input image", "relationship": "inputTo"}, "image/png", png)
+                builder.add_ingredient({"title": title, "relationship": "inputTo"}, "image/png", png)
             with open(source, "rb") as src, open(target, "w+b") as dst:
                 builder.sign(self._signer(*self._material), "video/mp4", src, dst)
                 dst.flush()
@@ -192,7 +218,8 @@ class Credentials:
             "signed": True,
             "signer": self.identity,
             "local_certificate": self.local,
-            "digital_source_type": AI_SOURCE_TYPE,
+            "digital_source_type": COMPOSITE_SOURCE_TYPE if parent is not None else AI_SOURCE_TYPE,
+            "parent": None if parent is None else parent[0],
             "prompt_included": self.options.include_prompt,
         }
 
@@ -215,25 +242,35 @@ def manifest(facts: dict[str, Any], include_prompt: bool) -> dict[str, Any]:
         generation["prompt"] = facts.get("prompt")
     if facts.get("image"):
         generation["input_image"] = facts["image"]
+    made_with = {"model": model.get("model_source") or model.get("model")}
+    source = facts.get("source")
+    if source:  # an extension: the source opened, then frames made after its own
+        generation["source"] = source
+        actions = [
+            {"action": "c2pa.opened", "parameters": {"ingredientIds": [PARENT_ID]}},
+            {
+                "action": "c2pa.edited",
+                "digitalSourceType": COMPOSITE_SOURCE_TYPE,
+                "softwareAgent": generator,
+                "description": (
+                    f"{facts.get('added_frames')} frames made by a trained model after the source's "
+                    f"{source.get('frames')} frames, which are kept as they were (scaled to the video's size)"
+                ),
+                "parameters": made_with,
+            },
+        ]
+    else:
+        actions = [
+            {"action": "c2pa.created", "digitalSourceType": AI_SOURCE_TYPE, "softwareAgent": generator,
+             "parameters": made_with}
+        ]  # fmt: skip
     return {
         "claim_generator_info": [generator],
         # the file name may carry a slug of the prompt (--filenames prompt): the title does only when the prompt may
         "title": facts.get("title" if include_prompt else "plain_title") or "video.mp4",
         "format": "video/mp4",
         "assertions": [
-            {
-                "label": "c2pa.actions.v2",
-                "data": {
-                    "actions": [
-                        {
-                            "action": "c2pa.created",
-                            "digitalSourceType": AI_SOURCE_TYPE,
-                            "softwareAgent": generator,
-                            "parameters": {"model": model.get("model_source") or model.get("model")},
-                        }
-                    ]
-                },
-            },
+            {"label": "c2pa.actions.v2", "data": {"actions": actions}},
             {"label": GENERATION_LABEL, "data": generation},
         ],
     }
@@ -255,7 +292,10 @@ def facts_from_settings(
         if entry.get("storage") not in ("fp32", "bf16", "fp16") or entry.get("file")
     }
     image = settings.get("image")
+    source = settings.get("source")
     return {
+        "source": None if not source else {k: source.get(k) for k in ("name", "sha256", "frames")},
+        "added_frames": (settings.get("request") or {}).get("frames"),
         "app_version": settings.get("app_version"),
         "model": settings.get("model"),
         "model_source": settings.get("model_source"),
@@ -322,13 +362,20 @@ def check(path: str | Path) -> CredentialCheck:
         if str(assertion.get("label", "")).startswith("c2pa.actions")
         for a in (assertion.get("data") or {}).get("actions") or []
     ]
-    ai = any(str(a.get("digitalSourceType", "")).endswith("trainedAlgorithmicMedia") for a in actions)
+    kinds = [str(a.get("digitalSourceType", "")) for a in actions]
+    ai = any(k.endswith(("/trainedAlgorithmicMedia", "TrainedAlgorithmicMedia")) for k in kinds)
+    composite = any(k.endswith("compositeWithTrainedAlgorithmicMedia") for k in kinds)
     generators = active.get("claim_generator_info") or []
     generator = " ".join(str(g.get(k, "")) for g in generators[:1] for k in ("name", "version")).strip()
-    model = next((str((a.get("parameters") or {}).get("model")) for a in actions if a.get("parameters")), "")
+    model = next((str(a["parameters"]["model"]) for a in actions if (a.get("parameters") or {}).get("model")), "")
     failures = [f.get("code", "") for f in (results.get("activeManifest") or {}).get("failure") or []]
     problems = [c for c in failures if c != "signingCredential.untrusted"]
     made = "AI-generated (trained algorithmic media)" if ai else "not marked as AI-generated"
+    if composite:
+        parents = [i.get("title") for i in active.get("ingredients") or [] if i.get("relationship") == "parentOf"]
+        made = "partly AI-generated: frames made by a trained model added to " + (
+            f"the video {parents[0]}" if parents and parents[0] else "another video"
+        )
     by = f" by {generator}" if generator else ""
     what = f"{made}{by}" + (f", model {model}" if model else "")
     untrusted = "signingCredential.untrusted" in failures

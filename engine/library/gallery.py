@@ -156,3 +156,26 @@ def in_batches(videos: list[SavedVideo]) -> list[SavedVideo]:
             order.append(key)
         groups[key].append(video)
     return [v for key in order for v in sorted(groups[key], key=lambda v: v.batch.get("index", 0))]
+
+
+def find_by_sha256(folder: str | Path, name: str | None, sha256: str) -> SavedVideo | None:
+    """The video of the folder whose bytes have this sha256 (an extension's source, to extend it again): the file
+    of that name first, then every video, newest first."""
+    import hashlib
+
+    def digest(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    videos = list_videos(folder)
+    videos.sort(key=lambda v: v.path.name != name)  # stable: the named one first, then newest first
+    for video in videos:
+        try:
+            if digest(video.path) == sha256:
+                return video
+        except OSError:
+            continue
+    return None
