@@ -23,3 +23,31 @@ def assert_same_video_within_rounding(a: np.ndarray, b: np.ndarray, why: str) ->
         f"{why}: frames differ by up to {worst}/255 in {np.count_nonzero(diff)} of {diff.size} values "
         f"(rounding allows {ROUNDING_STEPS})"
     )
+
+
+def write_video(path, frames: np.ndarray, fps: int = 8, lossless: bool = True) -> str:
+    """An MP4 of uint8 frames [n, H, W, 3] for a test to continue; lossless keeps every frame's pixels independent
+    of the others (a change to one frame changes no other frame's decoded pixels)."""
+    import imageio_ffmpeg
+
+    height, width = frames.shape[1:3]
+    params = ["-qp", "0", "-g", "1"] if lossless else []
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv444p", macro_block_size=1,
+        output_params=params,
+    )  # fmt: skip
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    return str(path)
+
+
+def read_video(path) -> np.ndarray:
+    """Every frame of a video file as uint8 [n, H, W, 3]."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    width, height = meta["size"]
+    return np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader])

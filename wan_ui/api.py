@@ -100,7 +100,7 @@ def build_api(engine: Engine, runs: Runs) -> None:
 
     def extend_video(
         video: str,
-        prompt: str = "",
+        prompt: str,
         negative_prompt: str | None = None,
         num_frames: int | None = None,
         overlap: int | None = None,

@@ -206,11 +206,11 @@ def validate(request: GenerationRequest, spec: ModelSpec) -> ValidRequest:
     if not isinstance(request.prompt, str) and request.prompt is not None:
         raise RequestError("prompt", f"prompt must be text, got {type(request.prompt).__name__}.")
     prompt = clean_text("prompt", request.prompt or "")
-    if request.image is None and spec.requires_image:
+    if request.image is None and request.video is None and spec.requires_image:
         raise RequestError("image", f"{spec.id} makes video from an image: add an image to animate.")
     if request.image is not None and not spec.accepts_image:
         raise RequestError("image", f"{spec.id} makes video from text only; choose an image-to-video model.")
-    if not prompt.strip() and request.image is None:
+    if not prompt.strip() and request.image is None and request.video is None:
         raise RequestError("prompt", "Write a prompt: describe the scene and the motion you want.")
     negative = spec.negative_prompt if request.negative_prompt is None else request.negative_prompt
     if not isinstance(negative, str):

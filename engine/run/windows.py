@@ -54,40 +54,45 @@ def make_windows(
     steps: list[float] = []
     matched: list[dict] = []
     count = len(valid.windows)
-    for window in valid.windows:
-        job.emit(ev.Window(job.id, window.index + 1, count, window.frames, window.new))
-        start_frames = np.stack(list(tail)[-overlap:]) if tail else None
-        image = valid.image if start_frames is None else Image.fromarray(start_frames[0])
-        last = valid.last_image if window.index == count - 1 else None
-        one = replace(r, prompt=window.prompt, seed=window.seed, frames=window.frames)
-        one_valid = replace(valid, request=one, image=image, last_image=last)
-        pinned = start_frames if start_frames is not None and overlap > 1 else None
-        latents, said, sampling = denoise(loaded, job, started, preview_every, checkpoint, one_valid, pinned)
-        timings["encode"] += said["encode"]
-        timings["denoise"] += said["denoise"]
-        steps.append(said["step_mean"])
-        if not opened:
-            writer, opened = open_writer(sampling), True
-            if valid.source is not None and writer is not None:
-                written = _write_source(job, writer, valid.source.frames_at(size), checkpoint)
-        t0 = time.perf_counter()
-        frames = np.concatenate(list(decoded_frames(loaded, job, latents, checkpoint)))
-        timings["decode"] += time.perf_counter() - t0
-        if start_frames is not None:
-            frames = frames[overlap:]  # the overlap is already in the video: it is written once
-        t0 = time.perf_counter()
-        if reference is not None and start_frames is not None:
-            before = lab_stats(frames)
-            frames = match_colors(frames, reference)
-            matched.append({"window": window.index + 1, "before": before.settings()})
-        timings["color"] += time.perf_counter() - t0
+    try:
+        for window in valid.windows:
+            job.emit(ev.Window(job.id, window.index + 1, count, window.frames, window.new))
+            start_frames = np.stack(list(tail)[-overlap:]) if tail else None
+            image = valid.image if start_frames is None else Image.fromarray(start_frames[0])
+            last = valid.last_image if window.index == count - 1 else None
+            one = replace(r, prompt=window.prompt, seed=window.seed, frames=window.frames)
+            one_valid = replace(valid, request=one, image=image, last_image=last)
+            pinned = start_frames if start_frames is not None and overlap > 1 else None
+            latents, said, sampling = denoise(loaded, job, started, preview_every, checkpoint, one_valid, pinned)
+            timings["encode"] += said["encode"]
+            timings["denoise"] += said["denoise"]
+            steps.append(said["step_mean"])
+            if not opened:
+                writer, opened = open_writer(sampling), True
+                if valid.source is not None and writer is not None:
+                    written = _write_source(job, writer, valid.source.frames_at(size), checkpoint)
+            t0 = time.perf_counter()
+            frames = np.concatenate(list(decoded_frames(loaded, job, latents, checkpoint)))
+            timings["decode"] += time.perf_counter() - t0
+            if start_frames is not None:
+                frames = frames[overlap:]  # the overlap is already in the video: it is written once
+            t0 = time.perf_counter()
+            if reference is not None and start_frames is not None:
+                before = lab_stats(frames)
+                frames = match_colors(frames, reference)
+                matched.append({"window": window.index + 1, "before": before.settings()})
+            timings["color"] += time.perf_counter() - t0
+            if writer is not None:
+                writer.write(frames)
+            job.emit(ev.Frames(job.id, written, frames))
+            written += len(frames)
+            tail.extend(frames)
+            if reference is None and r.color_match:  # a long video from scratch: its first window is the reference
+                reference = lab_stats(tail)
+    except BaseException:
         if writer is not None:
-            writer.write(frames)
-        job.emit(ev.Frames(job.id, written, frames))
-        written += len(frames)
-        tail.extend(frames)
-        if reference is None and r.color_match:  # a long video from scratch: its first window is the reference
-            reference = lab_stats(tail)
+            writer.abort()  # a stop or a failure in any window: no partial file is left
+        raise
     timings["step_mean"] = sum(steps) / max(1, len(steps))
     record = {"reference": reference.settings() if reference else None, "windows": matched}
     return writer, timings, record

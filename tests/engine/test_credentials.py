@@ -256,3 +256,42 @@ def test_checking_a_file_that_is_not_an_mp4_gives_a_clear_answer(tmp_path, name,
     path.write_bytes(data)
     found = check_credentials(path)
     assert found.status == "unreadable" and words in found.summary
+
+
+# ----- an extension -------------------------------------------------------------------------------------------------
+
+
+def test_an_extension_names_its_source_as_parent_and_says_it_added_frames_to_it(make_engine, tmp_path):
+    from engine.library.credentials import COMPOSITE_SOURCE_TYPE
+
+    engine = make_engine()
+    source, _ = make(engine, frames=9)
+    end, _ = make(engine, prompt="and then", video=source.path, frames=8)
+    manifest, results, state = manifest_of(end.path)
+    parent = next(i for i in manifest["ingredients"] if i["relationship"] == "parentOf")
+    assert parent["title"] == Path(source.path).name
+    assert parent.get("active_manifest")  # the source's own credentials came along with it
+    actions = assertion(manifest, "c2pa.actions.v2")["actions"]
+    assert [a["action"] for a in actions] == ["c2pa.opened", "c2pa.edited"]
+    assert actions[1]["digitalSourceType"] == COMPOSITE_SOURCE_TYPE and "8 frames" in actions[1]["description"]
+    assert assertion(manifest, GENERATION_LABEL)["source"]["sha256"] == end.settings["source"]["sha256"]
+    assert state == "Valid"
+    said = check_credentials(end.path)
+    assert said.status == "signed" and said.ai_generated and Path(source.path).name in said.summary
+
+
+def test_a_source_c2pa_cannot_parse_is_still_named_as_parent(make_engine, tmp_path):
+    import imageio_ffmpeg
+    import numpy as np
+
+    frames = np.full((8, 64, 64, 3), 90, np.uint8)
+    webm = tmp_path / "clip.webm"
+    writer = imageio_ffmpeg.write_frames(str(webm), (64, 64), fps=8, codec="libvpx-vp9", macro_block_size=1)
+    writer.send(None)
+    for frame in frames:
+        writer.send(frame)
+    writer.close()
+    end, notices = make(make_engine(), prompt="on", video=str(webm), frames=4)
+    manifest, _results, state = manifest_of(end.path)
+    assert [i["title"] for i in manifest["ingredients"] if i["relationship"] == "parentOf"] == ["clip.webm"]
+    assert state == "Valid" and not any("content credentials" in n for n in notices)

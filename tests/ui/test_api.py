@@ -34,7 +34,7 @@ def test_text_to_video_takes_the_documented_parameter_names_and_only_prompt_is_r
 
 def test_image_to_video_takes_an_image_and_the_same_parameters(app):
     params = endpoint(app, "/image_to_video")["parameters"]
-    assert [p["parameter_name"] for p in params] == ["image", *GENERATION_PARAMETERS]
+    assert [p["parameter_name"] for p in params] == ["image", *GENERATION_PARAMETERS, "last_image"]
     assert [p["parameter_name"] for p in params if not p["parameter_has_default"]] == ["image", "prompt"]
 
 

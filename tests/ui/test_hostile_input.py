@@ -131,7 +131,7 @@ def test_a_server_path_passed_as_the_image_is_refused(app, path):
     """A raw call that names a file on the server instead of uploading one reads nothing."""
     path = path.format(outputs=app.outputs)
     api = f"{app.url}gradio_api/call/image_to_video"
-    payload = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, "a kite", *[None] * 9, -1, ""]}
+    payload = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, "a kite", *[None] * 9, -1, "", None]}
     event = httpx.post(api, json=payload).json()["event_id"]
     reply = httpx.get(f"{api}/{event}", timeout=60).text
     assert "event: error" in reply and "not uploaded by a user" in reply
