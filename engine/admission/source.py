@@ -7,6 +7,7 @@ and the studio names it, by its sha256, as the new video's parent in the content
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..catalog import ModelSpec
-from ..errors import RequestError
+from ..errors import OutputError, RequestError
+from ..library.output import read_settings
 from ..library.video_read import VideoReadError, probe, read_frames
 
 MAX_SOURCE_BYTES = 512 * 2**20
@@ -32,10 +34,14 @@ class SourceVideo:
     width: int  # its own size
     height: int
     data: bytes = field(repr=False, compare=False)
+    # the colours the video's own windows were matched to, when the studio made it ({"mean_lab", "std_lab"}): a
+    # chain of extensions keeps matching to the first one's instead of to frames that went through H.264 again
+    reference: dict[str, Any] | None = None
 
     def settings(self) -> dict[str, Any]:
         return {"name": self.name, "sha256": self.sha256, "frames": self.frames, "fps": self.fps,
-                "width": self.width, "height": self.height, "bytes": len(self.data)}  # fmt: skip
+                "width": self.width, "height": self.height, "bytes": len(self.data),
+                "color_reference": self.reference}  # fmt: skip
 
     def frames_at(self, size: tuple[int, int]) -> Iterator[np.ndarray]:
         """Its frames scaled and cropped to `size`, read from the bytes (through a temporary file ffmpeg can seek)."""
@@ -86,7 +92,23 @@ def read_source(video: Any) -> SourceVideo:
         )
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
-    return SourceVideo(path.name, sha, frames, fps, info.width, info.height, data)
+    return SourceVideo(path.name, sha, frames, fps, info.width, info.height, data, _reference_of(path))
+
+
+def _reference_of(path: Path) -> dict[str, Any] | None:
+    """The colour reference a Wan Studio video records in its settings (beside it, or inside the MP4)."""
+    try:
+        settings = read_settings(path)
+    except (OutputError, OSError, ValueError):
+        return None
+    reference = (settings.get("color_match") or {}).get("reference") or {}
+    try:
+        mean, std = [float(v) for v in reference["mean_lab"]], [float(v) for v in reference["std_lab"]]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len(mean) == 3 and len(std) == 3 and all(math.isfinite(v) for v in mean + std):
+        return {"mean_lab": mean, "std_lab": std}
+    return None
 
 
 def source_size(source: SourceVideo, spec: ModelSpec, area: int | None, fit) -> tuple[tuple[int, int], str | None]:

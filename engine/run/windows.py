@@ -46,7 +46,10 @@ def make_windows(
     if valid.source is not None:
         checkpoint(job, "reading the source video")
         tail.extend(valid.source.frames_at(size))
-    reference: LabStats | None = lab_stats(tail) if tail and r.color_match else None
+    reference: LabStats | None = None
+    if r.color_match and valid.source is not None:
+        own = valid.source.reference
+        reference = LabStats(tuple(own["mean_lab"]), tuple(own["std_lab"])) if own else lab_stats(tail)
     writer: VideoWriter | None = None
     opened = False
     written = 0
@@ -94,7 +97,12 @@ def make_windows(
             writer.abort()  # a stop or a failure in any window: no partial file is left
         raise
     timings["step_mean"] = sum(steps) / max(1, len(steps))
-    record = {"reference": reference.settings() if reference else None, "windows": matched}
+    origin = None
+    if reference is not None:
+        origin = "first window" if valid.source is None else (
+            "the source's own reference" if valid.source.reference else "the source's last frames"
+        )  # fmt: skip
+    record = {"reference": reference.settings() if reference else None, "from": origin, "windows": matched}
     return writer, timings, record
 
 
