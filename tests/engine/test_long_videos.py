@@ -94,7 +94,8 @@ def test_one_pass_is_made_as_before_when_the_frames_fit_one(make_engine):
 
 def test_reuse_settings_remakes_the_whole_long_video(make_engine):
     engine = make_engine()
-    done, frames, _ = run(engine, prompt="a boat leaves\nthe sea opens", frames=29, seed=11)
+    done, frames, _ = run(engine, prompt="a boat leaves\nthe sea opens", frames=37, seed=11)  # 13 + 12 + 12
+    assert len(done.settings["windows"]) == 3
     again = request_from_settings(json.loads(json.dumps(done.settings))).settings()
     _, frames_again, _ = run(engine, **{**again, "extra": {}})
     assert np.array_equal(frames, frames_again)

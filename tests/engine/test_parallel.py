@@ -156,3 +156,28 @@ def test_a_model_switch_reloads_every_process_of_the_group(make_engine):
     done = engine.submit(request()).wait(300)
     assert isinstance(done, Done) and done.settings["model"] == "tiny-t2v-moe"
     assert set(done.settings["parallel"]["experts"]) == {"transformer", "transformer_2"}
+
+
+def test_a_long_video_and_an_extension_run_window_by_window_on_the_group(make_engine, tmp_path):
+    from engine import Window
+
+    engine = make_engine("tiny-ti2v", parallel=2)
+    long = engine.submit(request(frames=37, prompt="a jetty\nthe tide comes in"))  # a pass makes at most 33
+    assert len(frames_of(long)) == 37
+    assert [e.index for e in long.history() if isinstance(e, Window)] == [1, 2, 3]  # once each: rank 0 speaks
+    extension = engine.submit(request(prompt="night falls", video=long.wait(0).path, frames=12, overlap=5))
+    assert len(frames_of(extension)) == 37 + 12
+    assert extension.wait(0).settings["parallel"]["degree"] == 2
+
+
+def test_stop_in_a_later_window_stops_every_process_and_the_next_job_is_done(make_engine):
+    from engine import Window
+
+    engine = make_engine("tiny-ti2v", parallel=2)
+    job = engine.submit(request(frames=41))
+    for event in job.events():
+        if isinstance(event, Window) and event.index == 2:
+            job.cancel()
+    assert isinstance(job.wait(0), Cancelled), job.wait(0)
+    assert everything_in(engine.outputs) == []
+    assert isinstance(engine.submit(request(frames=37)).wait(300), Done)  # no rank was left in a collective
