@@ -153,7 +153,7 @@ FLAGS = (
         metavar="ADDRESS",
     ),
     Flag("--queue-size", "WAN_QUEUE_SIZE", 16, "jobs that may wait behind the running one", kind=int),
-    Flag("--max-upload", "WAN_MAX_UPLOAD", "25mb", "largest file a user may upload"),
+    Flag("--max-upload", "WAN_MAX_UPLOAD", "25mb", "largest file a user may upload (a picture, a video to extend)"),
     Flag(
         "--preload",
         "WAN_PRELOAD",

@@ -74,6 +74,20 @@ def test_four_takes_of_a_batch_use_both_workers(pool):
     assert {end.settings["worker"]["index"] for end in ends} == {1, 2}
 
 
+def test_an_extension_runs_on_a_worker_that_reads_the_source_from_the_job_not_the_disk(pool, tmp_path):
+    import numpy as np
+
+    from tests.frames import write_video
+
+    source = write_video(tmp_path / "shot.mp4", np.full((12, 64, 64, 3), 120, np.uint8))
+    job = pool.submit(request(prompt="the tide comes in", video=source, frames=8))
+    os.unlink(source)  # the worker has the bytes the job carries; the file itself is no longer needed
+    end = job.wait(300)
+    assert isinstance(end, Done), end
+    assert end.settings["total_frames"] == 20 and end.settings["worker"]["index"] in (1, 2)
+    assert end.settings["credentials"]["parent"] == "shot.mp4"
+
+
 def test_the_header_says_how_many_workers_are_busy_on_how_many_machines(pool):
     assert isinstance(pool.submit(request()).wait(300), Done)
     state = pool.state()

@@ -3,6 +3,7 @@ Extend panel in a real browser."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 
 from tests.frames import read_video, write_video
 
-from .conftest import needs_chromium, open_page, shot
+from .conftest import needs_chromium, open_page, own_studio_page, shot
 
 EXTEND_PARAMETERS = [
     "video", "prompt", "negative_prompt", "num_frames", "overlap", "color_match", "seed", "steps", "guidance_scale",
@@ -118,3 +119,29 @@ def test_extend_from_the_gallery_shows_the_windows_and_plays_the_result(app, bro
         shot(page, "18-extend-done")
     finally:
         context.close()
+
+
+@needs_chromium
+def test_the_image_to_video_tab_takes_a_last_frame_on_the_i2v_moe_and_shows_none_on_the_5b(app, browser, tmp_path):
+    first, last = tmp_path / "first.png", tmp_path / "last.png"
+    Image.new("RGB", (64, 64), (230, 120, 30)).save(first)
+    Image.new("RGB", (64, 64), (20, 60, 220)).save(last)
+    context, page = open_page(browser, app.url)  # the launch model, the 5B: no last frame to give
+    try:
+        page.get_by_role("tab", name="Image to Video").click()
+        page.wait_for_selector("#i2v-image")
+        assert not page.locator("#i2v-last-image").is_visible()
+    finally:
+        context.close()
+    with own_studio_page(browser, tmp_path / "outputs", "--model", "tiny-i2v-moe") as (studio, page):
+        page.get_by_role("tab", name="Image to Video").click()
+        page.set_input_files("#i2v-image input[type=file]", str(first))
+        page.set_input_files("#i2v-last-image input[type=file]", str(last))
+        page.wait_for_selector("#i2v-last-image img")
+        page.fill("#i2v-prompt textarea", "the sky turns blue")
+        shot(page, "19-first-and-last-frame")
+        page.click("#i2v-generate")
+        page.wait_for_selector("#i2v-video video")
+        assert "seed" in page.inner_text("#i2v-status")
+        (video,) = list(studio.outputs.glob("*.mp4"))
+        assert json.loads(video.with_suffix(".json").read_text())["last_image"] == {"width": 64, "height": 64}
