@@ -63,9 +63,13 @@ def add_choices(spec: ModelSpec, fps: float) -> list[tuple[str, int]]:
     return [(f"+{n / fps:.1f} s · {n} frames", n) for n in sorted(counts)]
 
 
-def build_extend() -> ExtendPanel:
-    """The panel, closed until Extend is pressed (inside the Gallery's right column)."""
-    open_button = gr.Button("Extend…", interactive=False, elem_id="gallery-extend")
+def open_button() -> gr.Button:
+    """Beside Reuse settings: opens the panel on the selected video."""
+    return gr.Button("Extend…", interactive=False, elem_id="gallery-extend")
+
+
+def build_extend(opener: gr.Button) -> ExtendPanel:
+    """The panel, closed until `opener` is pressed (under the selected video in the Gallery)."""
     with gr.Group(visible=False, elem_id="extend-panel") as box:
         about = gr.Markdown("", elem_id="extend-about")
         upload = gr.File(
@@ -95,7 +99,7 @@ def build_extend() -> ExtendPanel:
         preview = gr.Image(label="Live preview", interactive=False, height=200, buttons=[], elem_id="extend-preview")
         video = gr.Video(label="Extended video", interactive=False, height=260, elem_id="extend-video")
     return ExtendPanel(
-        open_button, box, gr.State(None), about, upload, prompt, frames, overlap, color, seed, run, stop, status,
+        opener, box, gr.State(None), about, upload, prompt, frames, overlap, color, seed, run, stop, status,
         preview, video,
     )  # fmt: skip
 

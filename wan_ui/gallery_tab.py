@@ -22,7 +22,7 @@ from engine import (
 )
 
 from .compare import MAX_COMPARE, MIN_COMPARE, compare_html
-from .extend_panel import ExtendPanel, build_extend, wire_extend
+from .extend_panel import ExtendPanel, build_extend, open_button, wire_extend
 from .runs import Runs
 
 GALLERY_LIMIT = 200  # newest first; older videos stay on disk, only the page lists fewer
@@ -126,7 +126,8 @@ def build_gallery(engine: Engine) -> GalleryTab:
             about = gr.Markdown("Pick a video to see how it was made.", elem_id="gallery-about")
             with gr.Row():
                 reuse = gr.Button("Reuse settings", variant="primary", interactive=False, elem_id="gallery-reuse")
-                extend = build_extend()
+                opener = open_button()
+            extend = build_extend(opener)
             with gr.Row():
                 keep = gr.Button("✓ Keep", size="sm", interactive=False, elem_id="gallery-keep")
                 reject = gr.Button("✗ Reject", size="sm", interactive=False, elem_id="gallery-reject")

@@ -42,7 +42,9 @@ def status_line(event: object) -> str | None:
         return f"Decoding · {event.done}/{event.total} latent frames"
     if isinstance(event, Done):
         total = event.timings.get("total", 0.0)
-        return f"Done in {clock(total)} · seed {event.seed}"
+        windows = len(event.settings.get("windows") or [])
+        made = f" · {windows} windows, {event.settings.get('total_frames')} frames" if windows > 1 else ""
+        return f"Done in {clock(total)} · seed {event.seed}{made}"
     if isinstance(event, Ready):
         return f"Model ready · memory mode {event.memory}"
     if isinstance(event, (Failed, Cancelled)):

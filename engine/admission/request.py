@@ -74,6 +74,11 @@ class ValidRequest:
         """Frames of the finished video: an extension's source and what it adds, else the frames asked for."""
         return self.request.frames + (self.source.frames if self.source is not None else 0)
 
+    @property
+    def pass_frames(self) -> int:
+        """The most frames one pass of the model makes for this request (what memory is planned for)."""
+        return max((w.frames for w in self.windows), default=self.request.frames)
+
 
 def clean_text(name: str, text: str) -> str:
     """Control characters out (tabs and line breaks stay); refuse text far beyond what the encoder reads.

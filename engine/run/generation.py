@@ -66,11 +66,13 @@ def denoise(
     checkpoint: Checkpoint,
     valid: Any = None,
     pinned: Any = None,
+    steps_after: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float], dict]:
     """Run the diffusers pipeline to latents, streaming steps and previews; cancel and the expert switch per step.
 
     `valid` is one pass of the job (a window of a long video; default: the whole job), `pinned` the video frames
-    a 5B window starts from (pipeline_call.pinned_frames)."""
+    a 5B window starts from (pipeline_call.pinned_frames), `steps_after` the steps of the windows still to come
+    (the ETA covers the whole video)."""
     valid = valid or job.valid
     r = valid.request
     pipe = pipeline_view(loaded.pipe, valid.image is not None, loaded.views)
@@ -103,7 +105,7 @@ def denoise(
         tv = float(t)
         phase = "denoise" if boundary_t is None else ("high-noise" if tv >= boundary_t else "low-noise")
         recent = step_times[-5:]
-        eta = (total - i - 1) * sum(recent) / len(recent)
+        eta = (total - i - 1 + steps_after) * sum(recent) / len(recent)
         job.emit(ev.Step(job.id, i + 1, total, phase, tv, now - started, eta))
         if preview_every and ((i + 1) % preview_every == 0 or i + 1 == total):
             sigma = float(p.scheduler.sigmas[i])

@@ -66,7 +66,8 @@ def make_windows(
             one = replace(r, prompt=window.prompt, seed=window.seed, frames=window.frames)
             one_valid = replace(valid, request=one, image=image, last_image=last)
             pinned = start_frames if start_frames is not None and overlap > 1 else None
-            latents, said, sampling = denoise(loaded, job, started, preview_every, checkpoint, one_valid, pinned)
+            later = (count - window.index - 1) * r.steps
+            latents, said, sampling = denoise(loaded, job, started, preview_every, checkpoint, one_valid, pinned, later)
             timings["encode"] += said["encode"]
             timings["denoise"] += said["denoise"]
             steps.append(said["step_mean"])

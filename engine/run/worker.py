@@ -281,7 +281,7 @@ class LocalWorker:
             vram,
             spec.moe,
             model=spec.id,
-            size=planning_size(spec, job.valid.request if job.valid is not None else None),
+            size=planning_size(spec, replace(job.valid.request, frames=job.valid.pass_frames) if job.valid else None),
             peaks=None if quantized or len(on_gpu) < len(sizes) else load_peaks(),
             fp8=fp8,
         )

@@ -280,3 +280,10 @@ def test_extending_on_a_text_only_model_is_refused_naming_the_models_that_can(ma
     with pytest.raises(RequestError, match="TI2V-5B or I2V-A14B"):
         engine.submit(GenerationRequest(prompt="on", video=source, **QUICK))
     run(engine, prompt="a boat")
+
+
+def test_memory_is_planned_for_one_window_not_the_whole_long_video():
+    from engine import resolve_spec, validate
+
+    valid = validate(GenerationRequest(prompt="a boat", frames=129, **QUICK), resolve_spec("tiny-ti2v"))
+    assert valid.total_frames == 129 and valid.pass_frames == 17  # the model never holds more than a window
