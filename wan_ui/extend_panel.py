@@ -41,6 +41,7 @@ class ExtendPanel:
     overlap: gr.Dropdown
     color: gr.Checkbox
     seed: gr.Number
+    steps: gr.Number
     run: gr.Button
     stop: gr.Button
     status: gr.Markdown
@@ -92,6 +93,7 @@ def build_extend(opener: gr.Button) -> ExtendPanel:
                 value=True, label="Match colours to the video (less drift)", elem_id="extend-color", scale=2
             )
             seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", scale=1)
+            steps = gr.Number(value=None, precision=0, label="Steps", scale=1, elem_id="extend-steps")
         with gr.Row():
             run = gr.Button("Extend the video", variant="primary", elem_id="extend-run")
             stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="extend-stop")
@@ -99,7 +101,7 @@ def build_extend(opener: gr.Button) -> ExtendPanel:
         preview = gr.Image(label="Live preview", interactive=False, height=200, buttons=[], elem_id="extend-preview")
         video = gr.Video(label="Extended video", interactive=False, height=260, elem_id="extend-video")
     return ExtendPanel(
-        opener, box, gr.State(None), about, upload, prompt, frames, overlap, color, seed, run, stop, status,
+        opener, box, gr.State(None), about, upload, prompt, frames, overlap, color, seed, steps, run, stop, status,
         preview, video,
     )  # fmt: skip
 
@@ -129,6 +131,7 @@ def _source_fields(engine: Engine, path: str, video: SavedVideo | None) -> dict[
         "ok": True,
         "choices": add_choices(spec, fps),
         "default": spec.window_frames - 1,
+        "steps": spec.steps,
         "overlaps": list(overlaps(spec, spec.window_frames)),
     }
 
@@ -151,6 +154,7 @@ def panel_updates(panel: ExtendPanel, fields: dict[str, Any], path: str | None, 
     if fields["ok"]:
         out[panel.frames] = gr.Dropdown(choices=fields["choices"], value=fields["default"])
         out[panel.overlap] = gr.Dropdown(choices=fields["overlaps"], value=1)
+        out[panel.steps] = fields["steps"]
     if prompt is not None:
         out[panel.prompt] = prompt
     return out
@@ -169,6 +173,7 @@ def reuse_updates(panel: ExtendPanel, engine: Engine, video: SavedVideo) -> tupl
         out[panel.overlap] = gr.Dropdown(choices=fields["overlaps"], value=request.get("overlap") or 1)
     out[panel.color] = bool(request.get("color_match", True))
     out[panel.seed] = request.get("seed", -1)
+    out[panel.steps] = request.get("steps") or gr.skip()
     if found is None:
         note = (
             f"The source video {source.get('name')} (sha256 {str(source.get('sha256'))[:12]}…) is no longer in "
@@ -191,7 +196,7 @@ def wire_extend(
         keep = prompt or (video.prompt.splitlines()[-1] if video and video.prompt.strip() else "")
         return panel_updates(panel, open_on(engine, path, video), path, keep)
 
-    targets = [panel.box, panel.about, panel.source, panel.run, panel.status, panel.frames, panel.overlap]
+    targets = [panel.box, panel.about, panel.source, panel.run, panel.status, panel.frames, panel.overlap, panel.steps]
     panel.open.click(opened, [selected, panel.prompt], [*targets, panel.prompt], **private)
 
     def uploaded(path: str | None, prompt: str):
@@ -208,7 +213,7 @@ def wire_extend(
         runs.arm(key_for(request))
         return gr.Button(interactive=False), gr.Button(interactive=True), "Submitting…"
 
-    def extend(path, prompt, frames, overlap, color, seed, show, request: gr.Request):
+    def extend(path, prompt, frames, overlap, color, seed, steps, show, request: gr.Request):
         if not path:
             yield {panel.status: status_markdown(Update("Not started: pick a video to continue first."))}
             return
@@ -219,6 +224,7 @@ def wire_extend(
             overlap=overlap,
             color_match=bool(color),
             seed=-1 if seed is None else seed,
+            steps=steps if steps not in (None, "") else None,
             extra={"ui": {"tab": "extend"}},
         )
         for update in follow(engine, req, runs, key_for(request), raise_errors=False):
@@ -235,7 +241,7 @@ def wire_extend(
 
     controls = {"api_visibility": "private", "queue": False}
     begun = panel.run.click(start, None, [panel.run, panel.stop, panel.status], **controls)
-    inputs = [panel.source, panel.prompt, panel.frames, panel.overlap, panel.color, panel.seed]
+    inputs = [panel.source, panel.prompt, panel.frames, panel.overlap, panel.color, panel.seed, panel.steps]
     ran = begun.then(
         extend,
         [*inputs, show],

@@ -250,7 +250,7 @@ def _wire_reuse(engine: Engine, gallery, tabs: dict[str, GenerateTab], tab_set: 
 
     panel = gallery.extend
     targets += [panel.box, panel.about, panel.source, panel.run, panel.status, panel.frames, panel.overlap]
-    targets += [panel.prompt, panel.color, panel.seed]
+    targets += [panel.prompt, panel.color, panel.seed, panel.steps]
 
     def reuse(path: str | None):
         video = find_video(engine.outputs, path)

@@ -119,19 +119,20 @@ def source_size(source: SourceVideo, spec: ModelSpec, area: int | None, fit) -> 
     """
     lim = spec.limits
     w, h = source.width, source.height
+    largest = max([(spec.width, spec.height), *spec.sizes], key=lambda s: s[0] * s[1])  # the sizes it was made for
     own = (
         area is None
         and w % spec.multiple == 0
         and h % spec.multiple == 0
         and lim.side[0] <= min(w, h)
         and max(w, h) <= lim.side[1]
-        and w * h <= spec.width * spec.height
+        and w * h <= largest[0] * largest[1]
     )
     if own:
         return (w, h), None
-    size = fit(w / h, area or spec.width * spec.height, spec.multiple, lim.side)
+    size = fit(w / h, area or largest[0] * largest[1], spec.multiple, lim.side)
     return size, (
         f"The source video is {w}×{h}; {spec.id} makes sizes on multiples of {spec.multiple} up to the area of "
-        f"{spec.width}×{spec.height}, so the whole video is made at {size[0]}×{size[1]} "
+        f"{largest[0]}×{largest[1]}, so the whole video is made at {size[0]}×{size[1]} "
         "(the source's frames scaled to cover it and cropped at the centre)."
     )

@@ -6,12 +6,16 @@ ffmpeg runs as our own subprocess, as in output.VideoWriter, so a damaged file i
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+# imageio-ffmpeg warns that a rotated video's frames come out rotated: what we want, and noise in the terminal
+logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
 
 
 class VideoReadError(Exception):

@@ -20,7 +20,7 @@ SCALE_LIMITS = (0.5, 2.0)  # a window of a flat colour has almost no spread: nev
 def _lab(frame: np.ndarray) -> np.ndarray:
     import cv2
 
-    return cv2.cvtColor(np.asarray(frame, dtype=np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    return cv2.cvtColor(frame.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
 
 
 def _rgb(lab: np.ndarray) -> np.ndarray:
@@ -39,31 +39,37 @@ class LabStats:
 
 
 def lab_stats(frames: Iterable[np.ndarray]) -> LabStats:
-    """Mean and spread of L, a and b over every pixel of the frames (uint8 RGB), frame by frame to spare memory."""
-    total = np.zeros(3)
-    squares = np.zeros(3)
-    count = 0
+    """Mean and spread of L, a and b over every pixel of the frames (uint8 RGB), frame by frame to spare memory.
+
+    Per frame by OpenCV (meanStdDev), then pooled: the frames have equal pixel counts, so the mean is the mean of
+    the means and the variance the mean of (variance + mean²) less the mean²."""
+    import cv2
+
+    means, squares = [], []
     for frame in frames:
-        lab = _lab(frame).reshape(-1, 3).astype(np.float64)
-        total += lab.sum(axis=0)
-        squares += (lab * lab).sum(axis=0)
-        count += lab.shape[0]
-    if count == 0:
+        mean, std = cv2.meanStdDev(_lab(frame))
+        means.append(mean.ravel())
+        squares.append(std.ravel() ** 2 + mean.ravel() ** 2)
+    if not means:
         raise ValueError("no frames to measure")
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    mean = np.mean(means, axis=0)
+    std = np.sqrt(np.maximum(np.mean(squares, axis=0) - mean * mean, 0.0))
     return LabStats(tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
 
-def match_colors(frames: np.ndarray, reference: LabStats) -> np.ndarray:
-    """The frames (uint8 [n, H, W, 3]) with their Lab mean and spread moved onto the reference's."""
+def match_colors(frames: np.ndarray, reference: LabStats) -> tuple[np.ndarray, LabStats]:
+    """The frames (uint8 [n, H, W, 3]) with their Lab mean and spread moved onto the reference's, and their own
+    mean and spread before (what the settings record)."""
+    import cv2
+
     own = lab_stats(frames)
-    mean, ref_mean = np.array(own.mean, np.float32), np.array(reference.mean, np.float32)
-    scale = np.array(reference.std, np.float32) / np.maximum(np.array(own.std, np.float32), 1e-3)
-    scale = np.clip(scale, *SCALE_LIMITS)
+    mean, ref_mean = np.array(own.mean), np.array(reference.mean)
+    scale = np.clip(np.array(reference.std) / np.maximum(np.array(own.std), 1e-3), *SCALE_LIMITS)
+    affine = np.hstack([np.diag(scale), (ref_mean - mean * scale)[:, None]]).astype(np.float32)  # per channel
     out = np.empty_like(frames)
     for i, frame in enumerate(frames):
-        lab = (_lab(frame) - mean) * scale + ref_mean
-        lab[..., 0] = np.clip(lab[..., 0], 0.0, 100.0)
-        out[i] = (np.clip(_rgb(lab), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    return out
+        rgb = _rgb(cv2.transform(_lab(frame), affine))
+        np.multiply(rgb, 255.0, out=rgb)
+        np.clip(rgb, 0.0, 255.0, out=rgb)
+        out[i] = np.rint(rgb)
+    return out, own

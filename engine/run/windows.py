@@ -82,8 +82,7 @@ def make_windows(
                 frames = frames[overlap:]  # the overlap is already in the video: it is written once
             t0 = time.perf_counter()
             if reference is not None and start_frames is not None:
-                before = lab_stats(frames)
-                frames = match_colors(frames, reference)
+                frames, before = match_colors(frames, reference)
                 matched.append({"window": window.index + 1, "before": before.settings()})
             timings["color"] += time.perf_counter() - t0
             if writer is not None:

@@ -186,10 +186,10 @@ def test_the_result_plays_at_the_source_s_frame_rate(make_engine, tmp_path):
 def test_colour_matching_moves_a_window_s_colours_onto_the_reference():
     reference = source_frames(count=6)
     drifted = np.clip(reference.astype(int) + 40, 0, 255).astype(np.uint8)  # brighter, as drift makes it
-    matched = match_colors(drifted, lab_stats(reference))
+    matched, before = match_colors(drifted, lab_stats(reference))
     want, got, was = lab_stats(reference), lab_stats(matched), lab_stats(drifted)
     assert abs(got.mean[0] - want.mean[0]) < 1.0 < abs(was.mean[0] - want.mean[0])
-    assert np.allclose(got.std, want.std, atol=1.5)
+    assert np.allclose(got.std, want.std, atol=1.5) and before == was
 
 
 def test_each_new_window_is_matched_to_the_source_and_the_settings_say_so(make_engine, tmp_path):
@@ -287,3 +287,19 @@ def test_memory_is_planned_for_one_window_not_the_whole_long_video():
 
     valid = validate(GenerationRequest(prompt="a boat", frames=129, **QUICK), resolve_spec("tiny-ti2v"))
     assert valid.total_frames == 129 and valid.pass_frames == 17  # the model never holds more than a window
+
+
+def test_a_phone_video_stored_sideways_is_continued_upright(make_engine, tmp_path):
+    import subprocess
+
+    import imageio_ffmpeg
+
+    landscape = write_video(tmp_path / "stored.mp4", np.zeros((8, 64, 96, 3), np.uint8))
+    rotated = tmp_path / "phone.mp4"  # the pixels stored 96x64, shown 64x96 (as phones record portrait)
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-display_rotation", "90", "-i", landscape, "-c", "copy",
+         str(rotated)], check=True,
+    )  # fmt: skip
+    done, _, _ = run(make_engine(), prompt="on", video=str(rotated), frames=8, width=None, height=None)
+    assert (done.settings["request"]["width"], done.settings["request"]["height"]) == (64, 96)
+    assert read_video(done.path).shape[1:3] == (96, 64)
