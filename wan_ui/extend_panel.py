@@ -24,7 +24,7 @@ from engine import (
     validate,
 )
 
-from .runs import Runs, Update, follow, status_markdown
+from .runs import Runs, Update, follow, shown, status_markdown
 
 ADD_SECONDS = (1, 2, 3, 5, 8, 10, 15, 20, 30)
 
@@ -228,11 +228,8 @@ def wire_extend(
             extra={"ui": {"tab": "extend"}},
         )
         for update in follow(engine, req, runs, key_for(request), raise_errors=False):
-            out: dict[Any, Any] = {panel.status: status_markdown(update)}
-            if update.preview:
-                out[panel.preview] = update.preview
-            if update.video:
-                out[panel.video] = update.video
+            out = shown(update, panel.status, panel.preview, panel.video)
+            if update.video:  # the new video is in the Gallery at once
                 out.update(dict(zip(listing_outputs, refresh(show), strict=True)))
             yield out
 

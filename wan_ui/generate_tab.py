@@ -20,7 +20,7 @@ from engine import (
 
 from . import choices, lora_picker, variations_panel
 from .inputs import picture_input
-from .runs import Runs, Update, follow, follow_batch, status_markdown
+from .runs import Runs, Update, follow, follow_batch, shown, status_markdown
 from .variations_panel import VariationsPanel
 
 TAB_NAMES = {"t2v": "Text to Video", "i2v": "Image to Video"}
@@ -505,11 +505,8 @@ def _wire(tab: GenerateTab, engine: Engine, runs: Runs, base: ModelSpec) -> None
             yield from run_takes(req, words, count, vary, seed_mode, lines, key_for(request))
             return
         for update in follow(engine, req, runs, key_for(request), raise_errors=False):
-            out: dict[Any, Any] = {tab.status: status_markdown(update)}
-            if update.preview:
-                out[tab.preview] = update.preview
+            out = shown(update, tab.status, tab.preview, tab.video)
             if update.video:
-                out[tab.video] = update.video
                 out[tab.settings] = update.settings
             if update.seed is not None:
                 out[tab.seed] = update.seed

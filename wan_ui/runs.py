@@ -113,6 +113,16 @@ def status_markdown(update: Update) -> str:
     return "\n".join(lines)
 
 
+def shown(update: Update, status: Any, preview: Any, video: Any) -> dict[Any, Any]:
+    """An update as a page shows it: the status line always, a new preview and the finished video when there."""
+    out: dict[Any, Any] = {status: status_markdown(update)}
+    if update.preview:
+        out[preview] = update.preview
+    if update.video:
+        out[video] = update.video
+    return out
+
+
 def refuse(message: str, title: str) -> gr.Error:
     """An error for an API caller: the message as written, one line in the terminal, no traceback."""
     log.info("%s: %s", title, message)
