@@ -68,7 +68,7 @@ class Decoding(Event):
 
 @dataclass(frozen=True)
 class Frames(Event):
-    start: int  # index of the first video frame in this chunk
+    start: int  # index in the video of the first frame of this chunk (an extension's own frames are not sent)
     frames: np.ndarray = field(repr=False)  # uint8 [n, H, W, 3]
 
 

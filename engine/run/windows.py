@@ -22,7 +22,7 @@ from ..library.output import VideoWriter
 from .color import LabStats, lab_stats, match_colors
 from .generation import Checkpoint, Loaded, decoded_frames, denoise
 
-SOURCE_CHUNK = 16  # source frames written (and shown) at a time
+SOURCE_CHUNK = 16  # source frames written between two stop checks
 
 
 def make_windows(
@@ -107,22 +107,14 @@ def make_windows(
 
 
 def _write_source(job: Job, writer: VideoWriter, frames, checkpoint: Checkpoint) -> int:
-    """The source's own frames first, as they are (scaled to the video's size): returns how many."""
+    """The source's own frames first, as they are (scaled to the video's size): returns how many.
+
+    No Frames events for them: the user has them already, and a job keeps every event it emitted (a minute of
+    720p source would be gigabytes of events, and cross the network from a pool worker)."""
     written = 0
-    chunk: list[np.ndarray] = []
     for frame in frames:
-        chunk.append(frame)
-        if len(chunk) == SOURCE_CHUNK:
-            written += _put(job, writer, chunk, written)
-            chunk = []
+        writer.write(frame[None])
+        written += 1
+        if written % SOURCE_CHUNK == 0:
             checkpoint(job, "writing the source video")
-    if chunk:
-        written += _put(job, writer, chunk, written)
     return written
-
-
-def _put(job: Job, writer: VideoWriter, chunk: list[np.ndarray], start: int) -> int:
-    frames = np.stack(chunk)
-    writer.write(frames)
-    job.emit(ev.Frames(job.id, start, frames))
-    return len(frames)

@@ -166,7 +166,8 @@ def test_a_long_video_and_an_extension_run_window_by_window_on_the_group(make_en
     assert len(frames_of(long)) == 37
     assert [e.index for e in long.history() if isinstance(e, Window)] == [1, 2, 3]  # once each: rank 0 speaks
     extension = engine.submit(request(prompt="night falls", video=long.wait(0).path, frames=12, overlap=5))
-    assert len(frames_of(extension)) == 37 + 12
+    assert len(frames_of(extension)) == 12  # the new frames (the source's are the user's, not sent again)
+    assert extension.wait(0).settings["total_frames"] == 37 + 12
     assert extension.wait(0).settings["parallel"]["degree"] == 2
 
 
