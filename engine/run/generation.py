@@ -58,6 +58,13 @@ class Loaded:
 Checkpoint = Callable[[Job, str], None]  # raises Cancelled, or a test's injected fault
 
 
+def prepared(loaded: Loaded, r: Any, with_image: bool) -> Any:
+    """The pipeline object a pass runs on (text or image conditioned), with the pass's shift and boundary set."""
+    pipe = pipeline_view(loaded.pipe, with_image, loaded.views)
+    prepare_call(pipe, r)
+    return pipe
+
+
 def denoise(
     loaded: Loaded,
     job: Job,
@@ -75,8 +82,7 @@ def denoise(
     (the ETA covers the whole video)."""
     valid = valid or job.valid
     r = valid.request
-    pipe = pipeline_view(loaded.pipe, valid.image is not None, loaded.views)
-    prepare_call(pipe, r)
+    pipe = prepared(loaded, r, valid.image is not None)
     encodes = 0 if valid.image is None else (1 if pipe.config.expand_timesteps else r.frames)
     tiling = vae_tiling_reason(loaded.device, r.width, r.height, encodes)
     set_vae_tiling(pipe.vae, tiling)  # once, before the call: the I2V condition encode runs inside it

@@ -141,10 +141,10 @@ class RankWorker(LocalWorker):
         """Stop at the same point on every rank: while denoising, a stop asked on any rank is agreed by all.
 
         The ranks meet in attention's all-to-all every step, so one rank stopping alone would leave the others
-        waiting there; decoding runs on rank 0 only and stops on its own. A long video's windows are decoded on
-        every rank (the next window starts from the frames), chunk by chunk in step, so there the decoding's stops
-        are agreed too; only writing the source's frames into the MP4 happens on rank 0 alone."""
-        alone = ("writing the source video", "save") if job.valid.windows else ("decode", "decoding", "save")
+        waiting there; decoding runs on rank 0 only and stops on its own. A long video's source is read and its
+        windows are decoded on every rank (the next window starts from the frames), in step, so there the stops
+        while reading and decoding are agreed too."""
+        alone = ("save",) if job.valid.windows else ("decode", "decoding", "save")
         if stage in alone:
             return super().checkpoint(job, stage)
         flag = torch.tensor([1 if job.cancel_requested else 0], dtype=torch.int32)

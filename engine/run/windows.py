@@ -20,9 +20,10 @@ from .. import events as ev
 from ..jobs import Job
 from ..library.output import VideoWriter
 from .color import LabStats, lab_stats, match_colors
-from .generation import Checkpoint, Loaded, decoded_frames, denoise
+from .generation import Checkpoint, Loaded, decoded_frames, denoise, prepared
+from .pipeline_call import sampling_settings
 
-SOURCE_CHUNK = 16  # source frames written between two stop checks
+SOURCE_CHUNK = 16  # source frames read between two stop checks
 
 
 def make_windows(
@@ -33,31 +34,36 @@ def make_windows(
     checkpoint: Checkpoint,
     open_writer: Callable[[dict], VideoWriter | None],
 ) -> tuple[VideoWriter | None, dict[str, float], dict[str, Any]]:
-    """Run every window of the job into one writer. `open_writer(sampling)` is called once the first window's
-    sampling is known and returns the writer (None on a parallel rank that only helps denoise: it still decodes,
-    since the next window starts from the frames). Returns the writer, the summed timings and what colour matching
-    did."""
+    """Run every window of the job into one writer. `open_writer(sampling)` returns the writer, opened before any
+    work (None on a parallel rank that only helps denoise: it still reads the source and decodes, since the next
+    window starts from the frames). Returns the writer, the summed timings and what colour matching did."""
     valid = job.valid
     r = valid.request
     size = (r.width, r.height)
     overlap = r.overlap or 1
+    count = len(valid.windows)
+    # the first window's sampling is known before it runs (a continuation's passes run image-conditioned)
+    sampling = sampling_settings(prepared(loaded, r, valid.image is not None or valid.source is not None), r)
+    writer = open_writer(sampling)
     reach = max(overlap, *(w.frames for w in valid.windows))  # frames kept: a window's worth, the colour reference
     tail: deque[np.ndarray] = deque(maxlen=reach)
-    if valid.source is not None:
-        checkpoint(job, "reading the source video")
-        tail.extend(valid.source.frames_at(size))
     reference: LabStats | None = None
-    if r.color_match and valid.source is not None:
-        own = valid.source.reference
-        reference = LabStats(tuple(own["mean_lab"]), tuple(own["std_lab"])) if own else lab_stats(tail)
-    writer: VideoWriter | None = None
-    opened = False
     written = 0
     timings = {"encode": 0.0, "denoise": 0.0, "decode": 0.0, "color": 0.0}
     steps: list[float] = []
     matched: list[dict] = []
-    count = len(valid.windows)
     try:
+        if valid.source is not None:  # read once: written as it is, its end kept to start from
+            for frame in valid.source.frames_at(size):
+                if writer is not None:
+                    writer.write(frame[None])  # no Frames events: the user has these (a job keeps every event)
+                tail.append(frame)
+                written += 1
+                if written % SOURCE_CHUNK == 0:
+                    checkpoint(job, "reading the source video")
+            if r.color_match:
+                own = valid.source.reference
+                reference = LabStats(tuple(own["mean_lab"]), tuple(own["std_lab"])) if own else lab_stats(tail)
         for window in valid.windows:
             job.emit(ev.Window(job.id, window.index + 1, count, window.frames, window.new))
             start_frames = np.stack(list(tail)[-overlap:]) if tail else None
@@ -67,14 +73,10 @@ def make_windows(
             one_valid = replace(valid, request=one, image=image, last_image=last)
             pinned = start_frames if start_frames is not None and overlap > 1 else None
             later = (count - window.index - 1) * r.steps
-            latents, said, sampling = denoise(loaded, job, started, preview_every, checkpoint, one_valid, pinned, later)
+            latents, said, _ = denoise(loaded, job, started, preview_every, checkpoint, one_valid, pinned, later)
             timings["encode"] += said["encode"]
             timings["denoise"] += said["denoise"]
             steps.append(said["step_mean"])
-            if not opened:
-                writer, opened = open_writer(sampling), True
-                if valid.source is not None and writer is not None:
-                    written = _write_source(job, writer, valid.source.frames_at(size), checkpoint)
             t0 = time.perf_counter()
             frames = np.concatenate(list(decoded_frames(loaded, job, latents, checkpoint)))
             timings["decode"] += time.perf_counter() - t0
@@ -104,17 +106,3 @@ def make_windows(
         )  # fmt: skip
     record = {"reference": reference.settings() if reference else None, "from": origin, "windows": matched}
     return writer, timings, record
-
-
-def _write_source(job: Job, writer: VideoWriter, frames, checkpoint: Checkpoint) -> int:
-    """The source's own frames first, as they are (scaled to the video's size): returns how many.
-
-    No Frames events for them: the user has them already, and a job keeps every event it emitted (a minute of
-    720p source would be gigabytes of events, and cross the network from a pool worker)."""
-    written = 0
-    for frame in frames:
-        writer.write(frame[None])
-        written += 1
-        if written % SOURCE_CHUNK == 0:
-            checkpoint(job, "writing the source video")
-    return written
